@@ -1,0 +1,24 @@
+"""thr: Token Hidden Reward for RLVR on language models.
+
+The library core (``thr.core``) needs only torch. ``import thr`` stays light: the verifier and
+other modules with heavier dependencies load on first use.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "verify": ("thr.verifier", "verify"),
+}
+
+
+def __getattr__(name: str) -> Any:  # PEP 562 lazy exports
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module 'thr' has no attribute {name!r}")

@@ -1,0 +1,207 @@
+"""Config loading shared by every entry point.
+
+Each entry point owns one dataclass (``TrainConfig``, ``EvalConfig``, ...). Fields may be nested
+dataclasses (``cfg.thr.p``). Values come, in increasing priority, from the dataclass defaults, a
+YAML preset (``--config file.yaml``) and command-line overrides written either as ``key=value``
+(``thr.p=0.2``) or as ``--key value`` / ``--key=value`` (``--thr.p 0.2``, dashes or underscores).
+
+Unknown keys raise ``ValueError`` naming the key, where it came from and the closest valid names.
+Values are converted to the field's declared type; a bad value names the field and the type.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+_TRUE = {"1", "true", "yes", "on", "y", "t"}
+_FALSE = {"0", "false", "no", "off", "n", "f"}
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1 and len(typing.get_args(tp)) == 2:
+            return args[0], True
+    return tp, False
+
+
+def convert_value(value: Any, tp: Any, where: str) -> Any:
+    """Convert ``value`` (often a string from the command line) to the annotated type ``tp``."""
+    tp, optional = _unwrap_optional(tp)
+    if value is None or (optional and isinstance(value, str) and value.lower() in {"none", "null", ""}):
+        if optional or value is None:
+            return None
+    origin = typing.get_origin(tp)
+    try:
+        if tp is bool:
+            if isinstance(value, bool):
+                return value
+            s = str(value).strip().lower()
+            if s in _TRUE:
+                return True
+            if s in _FALSE:
+                return False
+            raise ValueError
+        if tp is int:
+            if isinstance(value, bool):
+                raise ValueError
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(str(value).replace("_", "")) if isinstance(value, str) else int(value)
+        if tp is float:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if tp is str:
+            return str(value)
+        if origin is typing.Literal:
+            allowed = typing.get_args(tp)
+            if value not in allowed:
+                raise ValueError(f"{where}: {value!r} is not one of {list(allowed)}")
+            return value
+        if origin in (list, tuple):
+            (inner,) = typing.get_args(tp)[:1] or (str,)
+            if isinstance(value, str):
+                items = [v.strip() for v in value.strip("[]()").split(",") if v.strip()]
+            else:
+                items = list(value)
+            out = [convert_value(v, inner, where) for v in items]
+            return tuple(out) if origin is tuple else out
+        if origin is dict or tp is dict:
+            if not isinstance(value, dict):
+                raise ValueError
+            return dict(value)
+    except ValueError as err:
+        if str(err):
+            raise
+        raise ValueError(f"{where}: cannot read {value!r} as {getattr(tp, '__name__', tp)}") from None
+    return value
+
+
+def _suggest(key: str, valid: list[str]) -> str:
+    close = difflib.get_close_matches(key, valid, n=3, cutoff=0.5)
+    if close:
+        return f" Did you mean {', '.join(repr(c) for c in close)}?"
+    return f" Valid keys: {', '.join(sorted(valid))}."
+
+
+def apply_overrides(cfg: T, overrides: dict[str, Any], source: str) -> T:
+    """Return a copy of dataclass ``cfg`` with dotted ``overrides`` applied (validated)."""
+    updates: dict[str, Any] = {}
+    nested: dict[str, dict[str, Any]] = {}
+    types_ = _field_types(type(cfg))
+    for key, value in overrides.items():
+        norm = key.replace("-", "_")
+        head, _, rest = norm.partition(".")
+        if head not in types_:
+            raise ValueError(f"{source}: unknown config key {key!r}.{_suggest(head, list(types_))}")
+        sub = getattr(cfg, head)
+        if dataclasses.is_dataclass(sub):
+            if rest:
+                nested.setdefault(head, {})[rest] = value
+            elif isinstance(value, dict):
+                nested.setdefault(head, {}).update(value)
+            else:
+                raise ValueError(f"{source}: {key!r} is a section; set its fields as {key}.FIELD=VALUE")
+        else:
+            if rest:
+                raise ValueError(f"{source}: {head!r} has no sub-keys (got {key!r})")
+            updates[head] = convert_value(value, types_[head], f"{source}: {key}")
+    for head, sub_over in nested.items():
+        updates[head] = apply_overrides(getattr(cfg, head), sub_over, source)
+    new = dataclasses.replace(cfg, **updates)
+    return new
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and not k.endswith("_map"):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"config file {str(path)!r} does not exist")
+    with path.open() as f:
+        try:
+            data = yaml.safe_load(f) or {}
+        except yaml.YAMLError as err:
+            raise ValueError(f"{path}: invalid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: the top level must be a mapping of config keys, got {type(data).__name__}")
+    return data
+
+
+def parse_cli(argv: list[str]) -> tuple[str | None, dict[str, Any]]:
+    """Split argv into (``--config`` path, {dotted key: raw string value})."""
+    config_path = None
+    overrides: dict[str, Any] = {}
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg.startswith("--"):
+            body = arg[2:]
+            if "=" in body:
+                key, value = body.split("=", 1)
+            elif i + 1 < len(argv) and not argv[i + 1].startswith("--") and "=" not in argv[i + 1]:
+                key, value = body, argv[i + 1]
+                i += 1
+            else:
+                key, value = body, "true"  # bare flag: --resume
+            key = key.replace("-", "_")
+            if key == "config":
+                config_path = value
+            else:
+                overrides[key] = value
+        elif "=" in arg:
+            key, value = arg.split("=", 1)
+            overrides[key.replace("-", "_")] = value
+        else:
+            raise ValueError(f"command line: cannot read {arg!r}; write overrides as key=value or --key value")
+        i += 1
+    return config_path, overrides
+
+
+def load_config(cls: type[T], argv: list[str] | None = None, preset: str | Path | None = None) -> T:
+    """Build ``cls`` from defaults, an optional YAML preset and command-line overrides, validated."""
+    argv = list(argv or [])
+    config_path, cli_over = parse_cli(argv)
+    cfg = cls()
+    for path in [p for p in (preset, config_path) if p is not None]:
+        cfg = apply_overrides(cfg, _flatten(load_yaml(path)), str(path))
+    cfg = apply_overrides(cfg, cli_over, "command line")
+    validate = getattr(cfg, "validate", None)
+    if callable(validate):
+        validate()
+    return cfg
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain-dict view of a (nested) config dataclass, for logging and YAML dumps."""
+    return dataclasses.asdict(cfg)
+
+
+def dump_yaml(cfg: Any, path: str | Path) -> None:
+    import yaml
+
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
