@@ -10,6 +10,19 @@ from typing import Any
 
 __version__ = "0.1.0"
 
+from .core import (  # noqa: E402  (torch only)
+    group_advantages,
+    influence_threshold,
+    policy_loss,
+    steered_advantages,
+    thr_token_advantages,
+    token_hidden_reward,
+    token_hidden_reward_batched,
+    token_influence,
+    token_influence_batched,
+    token_self_influence,
+)
+
 _LAZY = {
     "verify": ("thr.verifier", "verify"),
 }

@@ -1,0 +1,305 @@
+"""String-level helpers for the math verifier: answer extraction and LaTeX normalisation.
+
+Everything here is pure ``re``/``fractions`` code with bounded work per call, so it is safe to run
+in-process on every completion (no sympy, no risk of hanging). :mod:`thr.verifier` builds the
+public API on top of it.
+"""
+
+from __future__ import annotations
+
+import re
+from fractions import Fraction
+
+# ----------------------------------------------------------------------------- extraction
+
+_BOX_RE = re.compile(r"\\(?:boxed|fbox)\b")
+_THINK_OPEN = "<think>"
+_THINK_CLOSE = "</think>"
+_MAX_ANSWER_CHARS = 2000
+
+
+def _match_braces(text: str, start: int) -> int | None:
+    """Index just past the ``}`` closing the ``{`` at ``text[start]``; None when unbalanced."""
+    depth = 0
+    i = start
+    n = len(text)
+    while i < n:
+        c = text[i]
+        if c == "\\":  # skip escaped char, e.g. \{ or \}
+            i += 2
+            continue
+        if c == "{":
+            depth += 1
+        elif c == "}":
+            depth -= 1
+            if depth == 0:
+                return i + 1
+        i += 1
+    return None
+
+
+def last_boxed(text: str) -> tuple[bool, str | None]:
+    """Content of the last ``\\boxed{...}`` / ``\\fbox{...}`` in ``text``.
+
+    Returns ``(found, content)``: ``found`` is True when a box command occurs at all; ``content``
+    is None when the last box is truncated (unbalanced braces) or empty. ``\\boxed 5`` (no
+    braces) yields the following token.
+    """
+    matches = list(_BOX_RE.finditer(text))
+    if not matches:
+        return False, None
+    m = matches[-1]
+    i = m.end()
+    while i < len(text) and text[i] in " \t":
+        i += 1
+    if i < len(text) and text[i] == "{":
+        end = _match_braces(text, i)
+        if end is None:
+            return True, None
+        content = text[i + 1 : end - 1].strip()
+        return True, (content or None)
+    tok = re.match(r"[^\s$\\]+|\\[a-zA-Z]+(?:\{[^{}]*\})*", text[i:])
+    if not tok or m.end() == i and not text[m.end() : m.end() + 1].isspace():
+        return True, None
+    return True, tok.group(0).rstrip(".,;") or None
+
+
+_ANSWER_IS_RE = re.compile(
+    r"(?:final\s+answer|the\s+answer|answer)\s*(?:is|:)\s*:?\s*", re.IGNORECASE
+)
+_MATH_OPEN = (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"))
+
+
+def _answer_after_phrase(text: str) -> str | None:
+    """Answer following the last "answer is" / "final answer:" phrase, up to the sentence end."""
+    matches = list(_ANSWER_IS_RE.finditer(text))
+    if not matches:
+        return None
+    rest = text[matches[-1].end() :].split("\n", 1)[0].strip()
+    rest = rest.replace("**", "").strip()
+    for open_, close in _MATH_OPEN:
+        if rest.startswith(open_):
+            end = rest.find(close, len(open_))
+            if end < 0:
+                return None
+            inner = rest[len(open_) : end].strip()
+            return inner or None
+    rest = re.split(r"\.\s+I hope|\.(?:\s|$)|;\s", rest, maxsplit=1)[0]
+    rest = rest.strip().rstrip(".").strip()
+    if not rest or len(rest) > 200:
+        return None
+    return rest
+
+
+_GSM_RE = re.compile(r"####\s*([^\n]+)")
+_LAST_LINE_NUM_RE = re.compile(r"^[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?$|^[-+]?\\frac\{\d+\}\{\d+\}$")
+
+
+def _final_line_number(text: str) -> str | None:
+    """Last resort: the final non-empty line, when it is nothing but a number (or ``\\frac``)."""
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    if not lines:
+        return None
+    last = lines[-1]
+    for open_, close in _MATH_OPEN:
+        if last.startswith(open_) and last.endswith(close) and len(last) > len(open_) + len(close):
+            last = last[len(open_) : -len(close)].strip()
+            break
+    last = last.rstrip(".").strip()
+    return last if _LAST_LINE_NUM_RE.match(last) else None
+
+
+def answer_region(response: str) -> str | None:
+    """The part of a completion that may hold its final answer (think-trace rule).
+
+    After the last ``</think>`` when the trace is closed; None when a ``<think>`` is opened and
+    never closed (the completion was cut off mid-thought); else the whole text.
+    """
+    if _THINK_CLOSE in response:
+        return response.rsplit(_THINK_CLOSE, 1)[1]
+    if _THINK_OPEN in response:
+        return None
+    return response
+
+
+def extract_from_text(text: str) -> str | None:
+    """Extraction order on one region: last box, "answer is" phrase, ``####``, final number line."""
+    found, boxed = last_boxed(text)
+    if found:
+        return boxed  # a truncated last box means no answer, never an earlier box
+    phrase = _answer_after_phrase(text)
+    if phrase is not None:
+        found, inner = last_boxed(phrase)
+        return inner if found else phrase
+    gsm = _GSM_RE.findall(text)
+    if gsm:
+        return gsm[-1].strip() or None
+    return _final_line_number(text)
+
+
+# ----------------------------------------------------------------------------- normalisation
+
+_REMOVE_TOKENS = (
+    "\\left", "\\right", "\\!", "\\,", "\\;", "\\:", "\\displaystyle", "\\bigl", "\\bigr",
+    "\\Bigl", "\\Bigr", "\\big", "\\Big", "\\limits",
+)
+_DEGREE_RE = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|°|\\degree|\^\s*\{\s*\\text\{\s*o\s*\}\s*\}")
+_TEXT_CMD_RE = re.compile(r"\\(?:text|textbf|textit|mbox|mathrm|mathbf|textnormal|operatorname)\s*\{([^{}]*)\}")
+_SHORT_UNITS = (
+    "cm|mm|km|m|nm|um|g|kg|mg|s|ms|h|hr|hrs|min|L|mL|ml|ft|in|yd|mi|lb|lbs|oz|mph|Hz|kHz|MHz|GHz|J|kJ|"
+    "W|kW|V|A|N|Pa|kPa|K|eV|keV|MeV|GeV|mol|AU|pc|cal|kcal"
+)
+_UNIT_WORD_RE = re.compile(
+    r"^(?P<num>[-+]?(?:\d[\d,]*)?\.?\d+)\s+(?:(?:[a-z]{3,}|(?:" + _SHORT_UNITS + r"))(?:\^\{?[23]\}?)?\.?\s*)+$"
+)
+_THOUSANDS_RE = re.compile(r"^[-+]?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
+_FRAC_SHORT_RE = re.compile(r"\\frac\s*(\d)\s*(\d)")
+_FRAC_HALF_SHORT_RE = re.compile(r"\\frac\s*\{([^{}]*)\}\s*(\d)")
+_SQRT_SHORT_RE = re.compile(r"\\sqrt\s*(\d|[a-zA-Z])")
+_FRAC_FIRST_SHORT_RE = re.compile(r"\\frac\s*(\d)\s*\{")
+_WS_RE = re.compile(r"(\\[a-zA-Z]+)\s+(?=[a-zA-Z])|\s+")
+_ASSIGN_RE = re.compile(r"^\s*([a-zA-Z](?:_\{?\w+\}?)?|\\[a-zA-Z]+)\s*=\s*(?P<rhs>[^=<>]+)$")
+
+
+def _unwrap_text(s: str) -> str:
+    """Replace ``\\text{...}``-like commands by their content, innermost first."""
+    for _ in range(5):
+        new = _TEXT_CMD_RE.sub(lambda m: m.group(1), s)
+        if new == s:
+            break
+        s = new
+    return s
+
+
+def _strip_units(s: str) -> str:
+    """Drop a trailing ``\\text{unit}`` after a number, and plain unit words (``10 cm``)."""
+    s = re.sub(r"(?<=[\d}])\s*\\(?:text|mbox|mathrm)\s*\{\s*[a-zA-Z][a-zA-Z .\^\d]*\}\s*(\^\s*\{?\d\}?)?$", "", s)
+    m = _UNIT_WORD_RE.match(s)
+    if m:
+        return m.group("num")
+    return s
+
+
+def split_assignment(s: str) -> tuple[str | None, str]:
+    """``("x", "3")`` for a normalised single-variable assignment ``x=3``; ``(None, s)`` otherwise."""
+    m = _ASSIGN_RE.match(s)
+    if m:
+        return m.group(1), m.group("rhs").strip()
+    return None, s
+
+
+def normalize_core(s: str) -> str:
+    """:func:`normalize_answer` without removing an assignment's left-hand side."""
+    s = str(s).strip()
+    if len(s) > _MAX_ANSWER_CHARS:
+        return s
+    for open_, close in _MATH_OPEN:
+        if s.startswith(open_) and s.endswith(close) and len(s) >= len(open_) + len(close):
+            s = s[len(open_) : len(s) - len(close)].strip()
+    s = s.replace("\n", " ").rstrip(".").strip()
+    for tok in _REMOVE_TOKENS:
+        s = re.sub(re.escape(tok) + r"(?![a-zA-Z])", "", s)
+    s = s.replace("\\ ", " ").replace("~", " ").replace("{,}", ",").replace("**", "^")
+    s = re.sub(r"\\(?:d|t|c)frac", r"\\frac", s)
+    s = _DEGREE_RE.sub("", s)
+    s = s.replace("\\%", "").replace("%", "").replace("\\$", "").replace("$", "")
+    s = _strip_units(s.strip())
+    s = _unwrap_text(s).strip()
+    s = _FRAC_SHORT_RE.sub(r"\\frac{\1}{\2}", s)
+    s = _FRAC_HALF_SHORT_RE.sub(r"\\frac{\1}{\2}", s)
+    s = _FRAC_FIRST_SHORT_RE.sub(r"\\frac{\1}{", s)
+    s = _SQRT_SHORT_RE.sub(r"\\sqrt{\1}", s)
+    s = s.strip().rstrip(".").strip()
+    if _THOUSANDS_RE.match(s):
+        s = s.replace(",", "")
+    s = _WS_RE.sub(lambda m: m.group(1) + " " if m.group(1) else "", s)
+    s = re.sub(r"^([-+]?)0+(?=\d)", r"\1", s)
+    s = re.sub(r"^\(([A-Z])\)$", r"\1", s)  # multiple-choice "(C)" -> "C"
+    if s.startswith("+"):
+        s = s[1:]
+    return s
+
+
+def normalize_answer(s: str) -> str:
+    """String-level normalisation of an answer, used for fast exact comparison.
+
+    In order: strip math delimiters (``$``, ``\\(``, ``\\[``), spacing and sizing commands
+    (``\\left``, ``\\,`` ...), degree marks (``^\\circ``), percent signs (``50\\%`` -> ``50``),
+    dollar signs, trailing units (``\\text{ cm}``, ``10 meters``), ``\\text{}`` wrappers;
+    ``\\dfrac``/``\\tfrac`` -> ``\\frac`` with braces added (``\\frac12`` -> ``\\frac{1}{2}``),
+    ``\\sqrt2`` -> ``\\sqrt{2}``, ``**`` -> ``^``; thousands separators in plain numbers
+    (``1,000`` -> ``1000``); all whitespace and a trailing period; leading zeros of integers
+    (``033`` -> ``33``); ``(C)`` -> ``C``; finally the left-hand side of a single-variable
+    assignment (``x = 3`` -> ``3``).
+    """
+    return split_assignment(normalize_core(s))[1]
+
+
+# ----------------------------------------------------------------------------- exact numbers
+
+_INT_RE = re.compile(r"^-?\d+$")
+_DEC_RE = re.compile(r"^-?(?:\d+\.\d*|\.\d+)$")
+_FRAC_RE = re.compile(r"^(-?)\\frac\{(-?\d+)\}\{(-?\d+)\}$")
+_SLASH_RE = re.compile(r"^(-?\d+)/(-?\d+)$")
+_SCI_RE = re.compile(r"^(-?(?:\d+\.?\d*|\.\d+))(?:e|E|\\times10\^\{?)([-+]?\d+)\}?$")
+_MAX_DIGITS = 400
+
+
+def as_rational(s: str) -> tuple[Fraction, int] | None:
+    """Exact value of a normalised plain number, with its count of written decimals.
+
+    Accepts integers, decimals, ``\\frac{a}{b}``, ``a/b``, ``-\\frac{a}{b}`` and scientific
+    notation (``1.5\\times10^{3}``). The second item is the number of decimal places written
+    (-1 for exact forms: integers and fractions). None when ``s`` is not such a number.
+    """
+    if not s or len(s) > _MAX_DIGITS:
+        return None
+    try:
+        if _INT_RE.match(s):
+            return Fraction(int(s)), -1
+        if _DEC_RE.match(s):
+            return Fraction(s), len(s.split(".", 1)[1])
+        m = _FRAC_RE.match(s) or _SLASH_RE.match(s)
+        if m:
+            groups = m.groups()
+            sign = -1 if len(groups) == 3 and groups[0] == "-" else 1
+            num, den = int(groups[-2]), int(groups[-1])
+            if den == 0:
+                return None
+            return sign * Fraction(num, den), -1
+        m = _SCI_RE.match(s)
+        if m and abs(int(m.group(2))) < 300:
+            mant = m.group(1)
+            places = len(mant.split(".", 1)[1]) if "." in mant else 0
+            return Fraction(mant) * Fraction(10) ** int(m.group(2)), max(places - int(m.group(2)), 0)
+    except (ValueError, ZeroDivisionError, OverflowError):
+        return None
+    return None
+
+
+def _terminates(q: Fraction) -> bool:
+    """Whether ``q`` has a finite decimal expansion."""
+    d = q.denominator
+    for p in (2, 5):
+        while d % p == 0:
+            d //= p
+    return d == 1
+
+
+def rationals_match(gold: tuple[Fraction, int], pred: tuple[Fraction, int]) -> bool:
+    """Exact equality, plus a rounded decimal for a non-terminating exact rational.
+
+    ``0.333`` / ``0.3333`` match ``1/3`` (rounded or truncated to the written places, at least 3
+    places); decimals against decimals or terminating fractions must be exactly equal.
+    """
+    (g, gp), (p, pp) = gold, pred
+    if g == p:
+        return True
+    for exact, (dec, places) in ((g, (p, pp)), (p, (g, gp))):
+        if places >= 3 and _terminates(dec) and not _terminates(exact):
+            scale = Fraction(10) ** places
+            rounded = Fraction(round(exact * scale)) / scale
+            truncated = Fraction(int(exact * scale)) / scale
+            if dec in (rounded, truncated):
+                return True
+    return False

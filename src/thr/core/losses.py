@@ -1,0 +1,156 @@
+"""Policy losses that consume token advantages ``[B, T]`` (spec section 5).
+
+- ``grpo``: PPO-clip per token, ``-min(r A, clip(r, 1 - eps_low, 1 + eps_high) A)`` with
+  ``r = exp(log_probs - old_log_probs)``; ``eps_high > eps_low`` is DAPO's clip-higher.
+- ``gspo_token``: GSPO-token. ``s_j = exp(mean_k (log_probs - old_log_probs))`` per response,
+  token ratio ``r_{j,k} = sg[s_j] * pi_{j,k} / sg[pi_{j,k}]`` (numerically ``s_j``, gradient of
+  ``ln pi_{j,k}`` scaled by ``s_j``), clipped at the sequence level, multiplied by the token's own
+  advantage; token advantages that differ within a response keep their effect.
+
+Aggregation of the ``[B, T]`` loss matrix:
+
+- ``token-mean``: sum over valid tokens / number of valid tokens (DAPO);
+- ``seq-mean-token-mean``: mean over responses of each response's token mean (original GRPO);
+- ``seq-mean-token-sum-norm``: sum over valid tokens / (responses * ``norm_length``) (Dr.GRPO).
+
+For gradient accumulation over micro-batches pass the whole batch's ``num_tokens`` /
+``num_seqs``: each micro-batch then contributes its exact share and the sum of the
+micro-batch losses equals the full-batch loss.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+from ._checks import check_float, check_mask, check_same_shape, check_tensor
+
+Aggregation = Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"]
+LossType = Literal["grpo", "gspo_token"]
+
+
+def aggregate(
+    loss_mat: torch.Tensor,
+    response_mask: torch.Tensor,
+    mode: Aggregation = "token-mean",
+    *,
+    num_tokens: float | None = None,
+    num_seqs: float | None = None,
+    norm_length: float | None = None,
+) -> torch.Tensor:
+    """Reduce a ``[B, T]`` per-token loss to a scalar with the named aggregation."""
+    m = response_mask.to(loss_mat.dtype)
+    if mode == "token-mean":
+        denom = num_tokens if num_tokens is not None else m.sum().clamp(min=1)
+        return (loss_mat * m).sum() / denom
+    if mode == "seq-mean-token-mean":
+        per_seq = (loss_mat * m).sum(1) / m.sum(1).clamp(min=1)
+        denom = num_seqs if num_seqs is not None else (m.sum(1) > 0).sum().clamp(min=1)
+        return per_seq.sum() / denom
+    if mode == "seq-mean-token-sum-norm":
+        length = norm_length if norm_length is not None else loss_mat.shape[1]
+        denom = (num_seqs if num_seqs is not None else loss_mat.shape[0]) * length
+        return (loss_mat * m).sum() / denom
+    raise ValueError(
+        f"aggregation must be 'token-mean', 'seq-mean-token-mean' or 'seq-mean-token-sum-norm', got {mode!r}"
+    )
+
+
+def _ratios(log_probs, old_log_probs, mask, loss_type):
+    log_ratio = log_probs - old_log_probs
+    if loss_type == "grpo":
+        return torch.exp(log_ratio), log_ratio
+    if loss_type == "gspo_token":
+        m = mask.to(log_probs.dtype)
+        seq_log_ratio = (log_ratio * m).sum(1) / m.sum(1).clamp(min=1)  # [B]
+        tok = seq_log_ratio.detach()[:, None] + log_probs - log_probs.detach()
+        return torch.exp(tok), seq_log_ratio[:, None].expand_as(log_probs)
+    raise ValueError(f"loss_type must be 'grpo' or 'gspo_token', got {loss_type!r}")
+
+
+def policy_loss(
+    log_probs: torch.Tensor,
+    old_log_probs: torch.Tensor,
+    advantages: torch.Tensor,
+    response_mask: torch.Tensor,
+    *,
+    loss_type: LossType = "grpo",
+    clip_eps_low: float = 0.2,
+    clip_eps_high: float = 0.2,
+    aggregation: Aggregation = "token-mean",
+    ref_log_probs: torch.Tensor | None = None,
+    kl_coef: float = 0.0,
+    entropy: torch.Tensor | None = None,
+    entropy_coef: float = 0.0,
+    num_tokens: float | None = None,
+    num_seqs: float | None = None,
+    norm_length: float | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Clipped policy-gradient loss (to minimise) and its metrics.
+
+    Args:
+        log_probs: ``[B, T]`` log-probs of the response tokens under the current policy (grad).
+        old_log_probs: ``[B, T]`` the same under the policy that sampled them (no grad).
+        advantages: ``[B, T]`` token advantages (``[B]`` is broadcast to every token).
+        response_mask: ``[B, T]`` valid response tokens.
+        loss_type: ``"grpo"`` or ``"gspo_token"``.
+        clip_eps_low, clip_eps_high: clip range ``[1 - low, 1 + high]``.
+        aggregation: see module doc; ``num_tokens``/``num_seqs``/``norm_length`` override the
+            denominators (whole-batch values for micro-batching).
+        ref_log_probs: ``[B, T]`` reference-model log-probs for the k3 KL penalty.
+        kl_coef: KL coefficient (``>= 0``); the KL is aggregated like the policy loss.
+        entropy: ``[B, T]`` token entropies (with grad) for an entropy bonus.
+        entropy_coef: entropy bonus coefficient; the loss subtracts ``coef * entropy``.
+
+    Returns:
+        ``(loss, metrics)``: scalar loss and ``loss/...`` metrics (policy loss, clip fraction,
+        KL, entropy, mean ratio).
+    """
+    check_tensor("log_probs", log_probs, ndim=2)
+    check_float("log_probs", log_probs)
+    check_same_shape("old_log_probs", old_log_probs, "log_probs", log_probs)
+    mask = check_mask("response_mask", response_mask, tuple(log_probs.shape))
+    if advantages.ndim == 1:
+        advantages = advantages[:, None].expand_as(log_probs)
+    check_same_shape("advantages", advantages, "log_probs", log_probs)
+    if clip_eps_low < 0 or clip_eps_high < 0 or clip_eps_low >= 1:
+        raise ValueError(f"clip range needs 0 <= clip_eps_low < 1 and clip_eps_high >= 0, got {clip_eps_low}, {clip_eps_high}")
+    if kl_coef < 0:
+        raise ValueError(f"kl_coef must be >= 0, got {kl_coef}")
+    advantages = advantages.to(log_probs.dtype).detach()
+    old_log_probs = old_log_probs.detach()
+    agg = dict(num_tokens=num_tokens, num_seqs=num_seqs, norm_length=norm_length)
+
+    ratio, log_ratio_value = _ratios(log_probs, old_log_probs, mask, loss_type)
+    unclipped = ratio * advantages
+    clipped = torch.clamp(ratio, 1.0 - clip_eps_low, 1.0 + clip_eps_high) * advantages
+    pg_mat = -torch.minimum(unclipped, clipped)
+    pg_loss = aggregate(pg_mat, mask, aggregation, **agg)
+    loss = pg_loss
+
+    with torch.no_grad():
+        was_clipped = (clipped < unclipped) & mask
+        n = mask.sum().clamp(min=1)
+        metrics = {
+            "loss/policy": float(pg_loss.detach()),
+            "loss/clip_frac": float(was_clipped.sum() / n),
+            "loss/ratio_mean": float((ratio.detach() * mask).sum() / n),
+            "loss/approx_kl_old": float(((-log_ratio_value.detach()) * mask).sum() / n),
+        }
+    if ref_log_probs is not None:
+        check_same_shape("ref_log_probs", ref_log_probs, "log_probs", log_probs)
+        delta = ref_log_probs.detach() - log_probs
+        kl_mat = torch.exp(delta) - delta - 1.0  # k3 estimator of KL(pi || ref)
+        kl = aggregate(kl_mat, mask, aggregation, **agg)
+        metrics["loss/kl_ref"] = float(kl.detach())
+        if kl_coef > 0:
+            loss = loss + kl_coef * kl
+    if entropy is not None:
+        check_same_shape("entropy", entropy, "log_probs", log_probs)
+        ent = aggregate(entropy, mask, aggregation, **agg)
+        metrics["loss/entropy"] = float(ent.detach())
+        if entropy_coef != 0:
+            loss = loss - entropy_coef * ent
+    metrics["loss/total"] = float(loss.detach())
+    return loss, metrics
