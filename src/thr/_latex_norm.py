@@ -158,7 +158,7 @@ _FRAC_HALF_SHORT_RE = re.compile(r"\\frac\s*\{([^{}]*)\}\s*(\d)")
 _SQRT_SHORT_RE = re.compile(r"\\sqrt\s*(\d|[a-zA-Z])")
 _FRAC_FIRST_SHORT_RE = re.compile(r"\\frac\s*(\d)\s*\{")
 _WS_RE = re.compile(r"(\\[a-zA-Z]+)\s+(?=[a-zA-Z])|\s+")
-_ASSIGN_RE = re.compile(r"^\s*([a-zA-Z](?:_\{?\w+\}?)?|\\[a-zA-Z]+)\s*=\s*(?P<rhs>[^=<>]+)$")
+_ASSIGN_RE = re.compile(r"^\s*([a-zA-Z](?:_\{?\w+\}?)?|\\[a-zA-Z]+)\s*(?:=|\\in(?![a-zA-Z]))\s*(?P<rhs>[^=<>]+)$")
 
 
 def _unwrap_text(s: str) -> str:
@@ -198,13 +198,15 @@ def normalize_core(s: str) -> str:
             s = s[len(open_) : len(s) - len(close)].strip()
     s = s.replace("\n", " ").rstrip(".").strip()
     for tok in _REMOVE_TOKENS:
-        s = re.sub(re.escape(tok) + r"(?![a-zA-Z])", "", s)
-    s = s.replace("\\ ", " ").replace("~", " ").replace("{,}", ",").replace("**", "^")
+        s = re.sub(r"(?<!\\)" + re.escape(tok) + r"(?![a-zA-Z])", "", s)
+    s = re.sub(r"(?<!\\)\\ ", " ", s).replace("~", " ").replace("{,}", ",").replace("**", "^")
     s = re.sub(r"\\(?:d|t|c)frac", r"\\frac", s)
     s = _DEGREE_RE.sub("", s)
     s = s.replace("\\%", "").replace("%", "").replace("\\$", "").replace("$", "")
     s = _strip_units(s.strip())
     s = _unwrap_text(s).strip()
+    s = re.sub(r"^(?:\\approx|\\sim|≈|about|approximately)\s*", "", s)
+    s = re.sub(r"\s+(?:and|or)\s+", ",", s)  # "2 and -2" -> "2,-2"
     s = _FRAC_SHORT_RE.sub(r"\\frac{\1}{\2}", s)
     s = _FRAC_HALF_SHORT_RE.sub(r"\\frac{\1}{\2}", s)
     s = _FRAC_FIRST_SHORT_RE.sub(r"\\frac{\1}{", s)
@@ -217,7 +219,17 @@ def normalize_core(s: str) -> str:
     s = re.sub(r"^\(([A-Z])\)$", r"\1", s)  # multiple-choice "(C)" -> "C"
     if s.startswith("+"):
         s = s[1:]
-    return s
+    return _expand_pm(s)
+
+
+def _expand_pm(s: str) -> str:
+    """``a\\pm b`` -> ``a+b,a-b`` (a bare list) when ``\\pm`` occurs once and no comma is present."""
+    if s.count("\\pm") != 1 or "," in s or "\\mp" in s or "=" in s:
+        return s
+    pre, post = s.split("\\pm")
+    if not post:
+        return s
+    return f"{pre}+{post},{pre}-{post}" if pre else f"{post},-{post}"
 
 
 def normalize_answer(s: str) -> str:
@@ -289,17 +301,71 @@ def _terminates(q: Fraction) -> bool:
 def rationals_match(gold: tuple[Fraction, int], pred: tuple[Fraction, int]) -> bool:
     """Exact equality, plus a rounded decimal for a non-terminating exact rational.
 
-    ``0.333`` / ``0.3333`` match ``1/3`` (rounded or truncated to the written places, at least 3
-    places); decimals against decimals or terminating fractions must be exactly equal.
+    A decimal written with at least 4 significant digits matches an exact rational with an
+    infinite expansion when it equals that rational rounded or truncated to the written places
+    (``0.3333`` and ``0.6667``/``0.6666`` match ``1/3`` and ``2/3``; ``0.333`` does not).
+    Decimals against decimals or terminating fractions must be exactly equal (``1.6 != 1.63``).
     """
     (g, gp), (p, pp) = gold, pred
     if g == p:
         return True
-    for exact, (dec, places) in ((g, (p, pp)), (p, (g, gp))):
-        if places >= 3 and _terminates(dec) and not _terminates(exact):
-            scale = Fraction(10) ** places
-            rounded = Fraction(round(exact * scale)) / scale
-            truncated = Fraction(int(exact * scale)) / scale
-            if dec in (rounded, truncated):
-                return True
+    for exact, dec, places in ((g, p, pp), (p, g, gp)):
+        if places < 1 or _terminates(exact):
+            continue
+        sig = len(str(abs(dec.numerator * 10**places // dec.denominator)).lstrip("0"))
+        if sig < 4:
+            continue
+        scale = Fraction(10) ** places
+        rounded = Fraction(round(exact * scale)) / scale
+        truncated = Fraction(int(exact * scale)) / scale
+        if dec in (rounded, truncated):
+            return True
     return False
+
+
+# ----------------------------------------------------------------------------- structure
+
+
+def split_top(s: str) -> list[str]:
+    """Split on commas at bracket depth 0."""
+    parts, depth, cur = [], 0, []
+    for c in s:
+        if c in "([{":
+            depth += 1
+        elif c in ")]}":
+            depth -= 1
+        if c == "," and depth == 0:
+            parts.append("".join(cur))
+            cur = []
+        else:
+            cur.append(c)
+    parts.append("".join(cur))
+    return parts
+
+
+def bracketed(s: str) -> tuple[str, str, list[str]] | None:
+    """``(open, close, items)`` when ``s`` is a bracketed comma list; None otherwise."""
+    for open_ in ("\\{", "(", "["):
+        if s.startswith(open_):
+            for close in ("\\}", ")", "]"):
+                if s.endswith(close) and len(s) > len(open_) + len(close):
+                    inner = s[len(open_) : len(s) - len(close)]
+                    depth = 0
+                    for c in inner:  # brackets must balance inside, e.g. not "(1)(2)"
+                        depth += (c in "([{") - (c in ")]}")
+                        if depth < 0:
+                            return None
+                    if depth != 0:
+                        return None
+                    return open_, close, split_top(inner)
+    return None
+
+
+def is_word_answer(s: str) -> bool:
+    """A word answer (letters/spaces only, at least 3 letters, no LaTeX)."""
+    return bool(re.fullmatch(r"\(?[A-Za-z][A-Za-z ()'-]*", s)) and len(re.sub(r"[^A-Za-z]", "", s)) >= 3
+
+
+def word_key(s: str) -> str:
+    """Case- and punctuation-insensitive key of a word answer."""
+    return re.sub(r"[^a-z]", "", s.lower())

@@ -130,7 +130,7 @@ def _boxed_solution_answer(row: dict[str, Any]) -> str:
     boxed = last_boxed(str(row["solution"]))
     if boxed is None:
         raise KeyError("solution (no \\boxed{...} in it)")
-    return boxed
+    return _strip_dollars(boxed)  # one Minerva box holds a stray "$ $"
 
 
 def _olympiad_answer(row: dict[str, Any]) -> str:
@@ -176,12 +176,12 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
         BenchmarkSpec("aime24", "aime24.jsonl", _field("problem"), _aime_answer, "id", "zero-padded string -> int"),
         BenchmarkSpec("aime25", "aime25.jsonl", _field("problem"), _aime_answer, "id", "int"),
         BenchmarkSpec("amc23", "amc23.jsonl", _field("problem"), _plain_answer, "id", "float -> 27.0 as '27'"),
-        BenchmarkSpec("gsm8k", "gsm8k.jsonl", _field("question"), _gsm8k_answer, "idx", "'#### n' tail, commas dropped"),
+        BenchmarkSpec("gsm8k", "gsm8k.jsonl", _field("question"), _gsm8k_answer, "idx", "'#### n' tail, no commas"),
         BenchmarkSpec(
-            "minerva_math", "minerva_math.jsonl", _field("problem"), _boxed_solution_answer, "idx", "last \\boxed{} of solution"
+            "minerva_math", "minerva_math.jsonl", _field("problem"), _boxed_solution_answer, "idx", "solution's \\boxed{}"
         ),
         BenchmarkSpec(
-            "olympiadbench", "olympiadbench.jsonl", _olympiad_problem, _olympiad_answer, "id", "list of $..$ strings, joined"
+            "olympiadbench", "olympiadbench.jsonl", _olympiad_problem, _olympiad_answer, "id", "list of $..$, joined"
         ),
     )
 }
@@ -355,7 +355,8 @@ def load_arith(split: str = "test", seed: int = 0) -> list[Problem]:
     problems = []
     for i, row in enumerate(rows):
         meta = {k: v for k, v in row.items() if k not in ("problem", "answer")}
-        problems.append(Problem(str(row.get("id", f"{split}-{i}")), row["problem"], answer_to_str(row["answer"]), "arith", meta))
+        row_id = str(row.get("id", f"{split}-{i}"))
+        problems.append(Problem(row_id, row["problem"], answer_to_str(row["answer"]), "arith", meta))
     return _unique_ids(problems)
 
 

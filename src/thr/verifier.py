@@ -32,9 +32,13 @@ from thr._latex_norm import (
     as_rational,
     extract_from_text,
     normalize_answer,
+    bracketed,
+    is_word_answer,
     normalize_core,
     rationals_match,
     split_assignment,
+    split_top,
+    word_key,
 )
 
 __all__ = ["extract_answer", "normalize_answer", "verify", "verify_batch", "shutdown_worker"]
@@ -78,44 +82,6 @@ def _gold_answer(gold: Any) -> str | None:
 
 # ----------------------------------------------------------------------------- fast path
 
-_OPEN_CLOSE = {"(": ")", "[": "]", "\\{": "\\}"}
-
-
-def _split_top(s: str) -> list[str]:
-    """Split on commas at bracket depth 0."""
-    parts, depth, cur = [], 0, []
-    for c in s:
-        if c in "([{":
-            depth += 1
-        elif c in ")]}":
-            depth -= 1
-        if c == "," and depth == 0:
-            parts.append("".join(cur))
-            cur = []
-        else:
-            cur.append(c)
-    parts.append("".join(cur))
-    return parts
-
-
-def _container(s: str) -> tuple[str, str, list[str]] | None:
-    """``(open, close, items)`` when ``s`` is a bracketed comma list; None otherwise."""
-    for open_ in ("\\{", "(", "["):
-        if s.startswith(open_):
-            for close in ("\\}", ")", "]"):
-                if s.endswith(close) and len(s) > len(open_) + len(close):
-                    inner = s[len(open_) : len(s) - len(close)]
-                    depth = 0
-                    for c in inner:  # brackets must balance inside, e.g. not "(1)(2)"
-                        depth += (c in "([{") - (c in ")]}")
-                        if depth < 0:
-                            return None
-                    if depth != 0:
-                        return None
-                    return open_, close, _split_top(inner)
-    return None
-
-
 def _fast(gold: str, pred: str) -> bool | None:
     """Decide without sympy when possible: True/False, or None when undecided."""
     if gold == pred:
@@ -123,32 +89,31 @@ def _fast(gold: str, pred: str) -> bool | None:
     rg, rp = as_rational(gold), as_rational(pred)
     if rg is not None and rp is not None:
         return rationals_match(rg, rp)
-    if rg is None and rp is None and _is_plain_text(gold) and _is_plain_text(pred):
-        return _text_key(gold) == _text_key(pred)
+    if rg is None and rp is None and is_word_answer(gold) and is_word_answer(pred):
+        return word_key(gold) == word_key(pred)
     return None
-
-
-def _is_plain_text(s: str) -> bool:
-    """A word answer (letters/spaces only, at least 2 letters, no LaTeX)."""
-    return bool(re.fullmatch(r"\(?[A-Za-z][A-Za-z ()'-]*", s)) and len(re.sub(r"[^A-Za-z]", "", s)) >= 2
-
-
-def _text_key(s: str) -> str:
-    return re.sub(r"[^a-z]", "", s.lower())
 
 
 # ----------------------------------------------------------------------------- sympy worker
 
 
 class _Worker:
-    """A persistent ``math_verify`` subprocess speaking JSON lines over pipes."""
+    """A persistent ``math_verify`` subprocess speaking JSON lines over pipes.
+
+    After a timeout the process is killed and a replacement is spawned at once (without
+    waiting for it), so its import time mostly overlaps with the caller's other work.
+    """
 
     def __init__(self) -> None:
         self._proc: subprocess.Popen[bytes] | None = None
+        self._ready = False
         self._buf = b""
         self._lock = threading.Lock()
+        self.busy = False  # checked out by a caller (see _Pool)
+        self.calls = 0  # comparisons sent to the worker
+        self.starts = 0  # processes spawned, e.g. after a timeout kill
 
-    def _start(self) -> None:
+    def _spawn(self) -> None:
         src_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         env = dict(os.environ)
         env["PYTHONPATH"] = src_root + os.pathsep + env.get("PYTHONPATH", "")
@@ -160,10 +125,18 @@ class _Worker:
             stderr=subprocess.DEVNULL,
             env=env,
         )
+        self._ready = False
         self._buf = b""
-        if self._readline(_WORKER_START_TIMEOUT_S) != {"ready": True}:
-            self.close()
-            raise RuntimeError("verifier worker failed to start")
+        self.starts += 1
+
+    def _ensure_ready(self) -> None:
+        if self._proc is None or self._proc.poll() is not None:
+            self._spawn()
+        if not self._ready:
+            if self._readline(_WORKER_START_TIMEOUT_S) != {"ready": True}:
+                self.close()
+                raise RuntimeError("verifier worker failed to start")
+            self._ready = True
 
     def _readline(self, timeout_s: float) -> Any:
         assert self._proc is not None and self._proc.stdout is not None
@@ -184,11 +157,11 @@ class _Worker:
         return json.loads(line)
 
     def compare(self, gold: str, pred: str, timeout_s: float) -> bool:
-        """math_verify equivalence in the worker; False on timeout (the worker is then killed)."""
+        """math_verify equivalence in the worker; False on timeout (the worker is then replaced)."""
         with self._lock:
-            if self._proc is None or self._proc.poll() is not None:
-                self._start()
+            self._ensure_ready()
             assert self._proc is not None and self._proc.stdin is not None
+            self.calls += 1
             msg = json.dumps({"g": gold, "p": pred, "t": timeout_s}) + "\n"
             try:
                 self._proc.stdin.write(msg.encode())
@@ -199,12 +172,14 @@ class _Worker:
             reply = self._readline(timeout_s + 0.5)
             if not isinstance(reply, dict) or "r" not in reply:
                 self.close()
+                self._spawn()  # warm up the replacement in the background
                 return False
             return bool(reply["r"])
 
     def close(self) -> None:
         """Kill the worker process (if any)."""
         proc, self._proc = self._proc, None
+        self._ready = False
         if proc is not None:
             try:
                 proc.kill()
@@ -212,39 +187,157 @@ class _Worker:
             except Exception:  # noqa: BLE001 - best effort cleanup
                 pass
 
-
     def forget(self) -> None:
-        """After ``fork()`` in the child: drop the parent's worker handle without killing it."""
+        """After ``fork()`` in the child: drop the parent's process handle without killing it."""
         self._proc = None
+        self._ready = False
         self._buf = b""
         self._lock = threading.Lock()
+        self.busy = False
 
 
-_WORKER = _Worker()
-atexit.register(_WORKER.close)
+class _Pool:
+    """Workers handed out per comparison: an idle one, else a new one up to ``max_workers``,
+    else a shared one (its lock serialises). Single-threaded use needs only one process."""
+
+    def __init__(self, max_workers: int) -> None:
+        self.max_workers = max(1, max_workers)
+        self.workers: list[_Worker] = []
+        self._lock = threading.Lock()
+        self._turn = 0
+
+    def checkout(self) -> _Worker:
+        with self._lock:
+            for w in self.workers:
+                if not w.busy:
+                    w.busy = True
+                    return w
+            if len(self.workers) < self.max_workers:
+                w = _Worker()
+                self.workers.append(w)
+                w.busy = True
+                return w
+            self._turn = (self._turn + 1) % len(self.workers)
+            return self.workers[self._turn]
+
+    def release(self, w: _Worker) -> None:
+        with self._lock:
+            w.busy = False
+
+    def compare(self, gold: str, pred: str, timeout_s: float) -> bool:
+        w = self.checkout()
+        try:
+            return w.compare(gold, pred, timeout_s)
+        finally:
+            self.release(w)
+
+    def close(self) -> None:
+        for w in list(self.workers):
+            w.close()
+
+    def forget(self) -> None:
+        self._lock = threading.Lock()
+        for w in self.workers:
+            w.forget()
+
+    @property
+    def calls(self) -> int:
+        return sum(w.calls for w in self.workers)
+
+    @property
+    def starts(self) -> int:
+        return sum(w.starts for w in self.workers)
+
+
+_POOL = _Pool(int(os.environ.get("THR_VERIFY_WORKERS", str(min(4, os.cpu_count() or 1)))))
+atexit.register(_POOL.close)
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_WORKER.forget)
+    os.register_at_fork(after_in_child=_POOL.forget)
 
 
 def shutdown_worker() -> None:
-    """Stop the sympy worker subprocess (it restarts on demand)."""
-    _WORKER.close()
+    """Stop the sympy worker subprocesses (they restart on demand)."""
+    _POOL.close()
+
+
+_PARSE_CACHE: dict[str, list[Any]] = {}
+_PROBE_POINTS = (0.5371, 1.2839, 0.7713)
+
+
+def _mv_parse(answer: str) -> list[Any]:
+    """math_verify parse of one normalised answer (worker side, cached)."""
+    hit = _PARSE_CACHE.get(answer)
+    if hit is not None:
+        return hit
+    from math_verify import LatexExtractionConfig, parse
+
+    cfg = [LatexExtractionConfig(boxed_match_priority=0)]
+    parsed = parse("\\boxed{" + answer + "}", extraction_config=cfg, parsing_timeout=None)
+    if len(_PARSE_CACHE) > 4096:
+        _PARSE_CACHE.clear()
+    _PARSE_CACHE[answer] = parsed
+    return parsed
+
+
+def _probe_values(expr: Any, symbols: list[Any], shift: int) -> list[complex] | None:
+    """``expr`` evaluated at a few fixed points of its free symbols; None if not numeric."""
+    values = []
+    for k in range(len(_PROBE_POINTS)):
+        point = {sym: _PROBE_POINTS[(k + i + shift) % len(_PROBE_POINTS)] + 0.1 * i for i, sym in enumerate(symbols)}
+        val = complex(expr.evalf(15, subs=point))
+        if val != val or abs(val) == float("inf"):
+            return None
+        values.append(val)
+    return values
+
+
+def _numerically_different(g: Any, p: Any) -> bool:
+    """Cheap refutation before sympy ``simplify``: True only when the two expressions (or the
+    two sides-differences of two equations) evaluate differently at fixed points of their free
+    symbols. Undefined functions like ``f(t)`` are treated as extra symbols."""
+    from sympy import Dummy, Eq, Expr
+    from sympy.core.function import AppliedUndef
+
+    if isinstance(g, Eq) and isinstance(p, Eq):
+        g, p, ratio = g.lhs - g.rhs, p.lhs - p.rhs, True
+    elif isinstance(g, Expr) and isinstance(p, Expr):
+        ratio = False
+    else:
+        return False
+    if not (g.free_symbols or p.free_symbols):
+        return False  # plain numbers are cheap for math_verify, and it rounds floats its own way
+    undef = {str(f): f for f in (g.atoms(AppliedUndef) | p.atoms(AppliedUndef))}
+    if undef:
+        repl = {f: Dummy(name) for name, f in undef.items()}
+        g, p = g.xreplace(repl), p.xreplace(repl)
+    symbols = sorted(g.free_symbols | p.free_symbols, key=str)
+    vg, vp = _probe_values(g, symbols, 0), _probe_values(p, symbols, 0)
+    if vg is None or vp is None:
+        return False
+    if ratio:
+        if any(abs(b) < 1e-12 for b in vp):
+            return False
+        vg = [a / b for a, b in zip(vg, vp)]
+        vp = [vg[0]] * len(vg)
+    return any(abs(a - b) > 1e-6 * max(1.0, abs(a), abs(b)) for a, b in zip(vg, vp))
 
 
 def _mv_compare(gold: str, pred: str) -> bool:
-    """Run inside the worker: parse both with math_verify and compare."""
-    from math_verify import LatexExtractionConfig, parse
+    """Run inside the worker: parse both with math_verify, refute numerically, else compare."""
     from math_verify import verify as mv_verify
 
-    cfg = [LatexExtractionConfig(boxed_match_priority=0)]
-    g = parse("\\boxed{" + gold + "}", extraction_config=cfg, parsing_timeout=None)
-    p = parse("\\boxed{" + pred + "}", extraction_config=cfg, parsing_timeout=None)
+    g, p = _mv_parse(gold), _mv_parse(pred)
     if not g or not p:
         return False
+    try:
+        if _numerically_different(g[0], p[0]):
+            return False
+    except Exception:  # noqa: BLE001 - the probe is only a shortcut
+        pass
     return bool(mv_verify(g, p, timeout_seconds=None))
 
 
-class _Alarm(Exception):
+class _Alarm(BaseException):
     """Raised inside the worker when a comparison runs past its budget."""
 
 
@@ -293,18 +386,25 @@ def _equivalent(gold: str, pred: str, deadline: float, depth: int = 0) -> bool:
     if fast is not None:
         return fast
     if depth < 3:
-        cg, cp = _container(gold), _container(pred)
+        cg, cp = bracketed(gold), bracketed(pred)
         if cg is not None and cp is not None:
             return _containers_equal(cg, cp, deadline, depth)
+        lg, lp = split_top(gold), split_top(pred)
         if cg is not None or cp is not None:
-            return False
-        lg, lp = _split_top(gold), _split_top(pred)
-        if len(lg) > 1 or len(lp) > 1:
+            # a set written with braces equals the same bare comma list; tuples/intervals do not
+            if cg is not None and cg[0] == "\\{" and len(lp) > 1:
+                return _unordered_equal(cg[2], lp, deadline, depth)
+            if cp is not None and cp[0] == "\\{" and len(lg) > 1:
+                return _unordered_equal(lg, cp[2], deadline, depth)
+            if len(lg) > 1 or len(lp) > 1:
+                return False  # a tuple/interval never equals a bare list
+            # one bracketed, one single item: leave it to sympy (e.g. "(1,2)" vs "1<x<2")
+        elif len(lg) > 1 or len(lp) > 1:
             return _unordered_equal(lg, lp, deadline, depth)
     left = deadline - time.monotonic()
     if left <= 0.05:
         return False
-    return _WORKER.compare(gold, pred, left)
+    return _POOL.compare(gold, pred, left)
 
 
 def _containers_equal(cg: tuple[str, str, list[str]], cp: tuple[str, str, list[str]], deadline: float, depth: int) -> bool:
@@ -353,8 +453,21 @@ def verify(response: str, gold: str, *, timeout_s: float = 2.0) -> bool:
         return False
 
 
-def verify_batch(responses: list[str], golds: list[str], *, timeout_s: float = 2.0) -> list[bool]:
-    """:func:`verify` over aligned lists (``len(responses) == len(golds)``)."""
+def verify_batch(
+    responses: list[str], golds: list[str], *, timeout_s: float = 2.0, threads: int | None = None
+) -> list[bool]:
+    """:func:`verify` over aligned lists (``len(responses) == len(golds)``).
+
+    With ``threads > 1`` (default: the worker cap, ``THR_VERIFY_WORKERS`` or ``min(4, CPUs)``)
+    the calls run on a thread pool, so comparisons that need sympy spread over several worker
+    processes; results keep the input order.
+    """
     if len(responses) != len(golds):
         raise ValueError(f"{len(responses)} responses but {len(golds)} golds")
-    return [verify(r, g, timeout_s=timeout_s) for r, g in zip(responses, golds)]
+    n_threads = _POOL.max_workers if threads is None else max(1, threads)
+    if n_threads == 1 or len(responses) < 2:
+        return [verify(r, g, timeout_s=timeout_s) for r, g in zip(responses, golds)]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=n_threads) as ex:
+        return list(ex.map(lambda rg: verify(rg[0], rg[1], timeout_s=timeout_s), zip(responses, golds)))

@@ -40,20 +40,24 @@ def selective_log_softmax(
     out_dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
     flat = logits.reshape(-1, logits.shape[-1])
     ids = token_ids.reshape(-1)
-    out = torch.empty(ids.shape[0], dtype=out_dtype, device=logits.device)
+    parts = []
     for start in range(0, flat.shape[0], chunk_size):
         rows = flat[start : start + chunk_size].to(out_dtype) / temperature
         picked = rows.gather(-1, ids[start : start + chunk_size, None]).squeeze(-1)
-        out[start : start + chunk_size] = picked - torch.logsumexp(rows, dim=-1)
-    return out.reshape(token_ids.shape)
+        parts.append(picked - torch.logsumexp(rows, dim=-1))
+    if not parts:
+        return torch.zeros(token_ids.shape, dtype=out_dtype, device=logits.device)
+    return torch.cat(parts).reshape(token_ids.shape)
 
 
 def entropy_from_logits(logits: torch.Tensor, *, temperature: float = 1.0, chunk_size: int = 1024) -> torch.Tensor:
     """Entropy of ``softmax(logits / temperature)`` per row: ``[..., V] -> [...]`` (float32/64)."""
     out_dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
     flat = logits.reshape(-1, logits.shape[-1])
-    out = torch.empty(flat.shape[0], dtype=out_dtype, device=logits.device)
+    parts = []
     for start in range(0, flat.shape[0], chunk_size):
         logp = torch.log_softmax(flat[start : start + chunk_size].to(out_dtype) / temperature, dim=-1)
-        out[start : start + chunk_size] = -(logp.exp() * logp).sum(-1)
-    return out.reshape(logits.shape[:-1])
+        parts.append(-(logp.exp() * logp).sum(-1))
+    if not parts:
+        return torch.zeros(logits.shape[:-1], dtype=out_dtype, device=logits.device)
+    return torch.cat(parts).reshape(logits.shape[:-1])

@@ -1,0 +1,296 @@
+"""``TrainConfig``: the one config of ``thr train``, in sections.
+
+Every field is documented once, here. Override from YAML (``--config configs/x.yaml``) or the
+command line (``thr.p=0.2``, ``--rollout.group_size 8``). ``validate()`` raises ``ValueError``
+naming the field and how to fix it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from thr.embedded import EmbeddedConfig
+
+
+@dataclass
+class ModelSection:
+    """Policy model.
+
+    name_or_path: ``"embedded"`` (the built-in tiny model, warm-started and cached), a local
+        directory written by ``save_pretrained``, or a hub name (``Qwen/Qwen2.5-Math-1.5B``).
+    dtype: ``auto`` (bf16 on GPU, fp32 on CPU), ``float32``, ``bfloat16`` or ``float16``.
+    device: ``auto`` (CUDA if available, else CPU), ``cpu``, ``cuda``, ``cuda:1`` ...
+    lora_r: LoRA rank through peft; 0 trains all weights.
+    lora_alpha, lora_dropout: LoRA scaling and dropout.
+    lora_target_modules: comma-separated module names (``all-linear`` for every linear layer).
+    gradient_checkpointing: trade compute for activation memory in the update pass.
+    trust_remote_code: passed to ``from_pretrained``.
+    """
+
+    name_or_path: str = "embedded"
+    dtype: str = "auto"
+    device: str = "auto"
+    lora_r: int = 0
+    lora_alpha: int = 32
+    lora_dropout: float = 0.0
+    lora_target_modules: str = "all-linear"
+    gradient_checkpointing: bool = False
+    trust_remote_code: bool = False
+
+
+@dataclass
+class DataSection:
+    """Training and held-out problems.
+
+    train: ``arith`` (the built-in task), a benchmark name, a ``.jsonl``/``.parquet`` path or an
+        HF dataset name (online only); see ``thr.data.load_problems``.
+    train_split: split of ``train`` (``train`` for ``arith`` and HF datasets).
+    eval: held-out source in the same forms (empty string: no evaluation).
+    eval_split: split of ``eval`` (``test`` for ``arith``).
+    problem_field, answer_field: field names in JSONL/Parquet/HF rows (empty: auto-detect).
+    prompt_template: ``auto``, ``plain``, ``boxed``, ``qwen_math`` or ``chat`` (``thr.prompts``).
+    train_limit: use only the first N training problems (0: all).
+    """
+
+    train: str = "arith"
+    train_split: str = "train"
+    eval: str = "arith"
+    eval_split: str = "test"
+    problem_field: str = ""
+    answer_field: str = ""
+    prompt_template: str = "auto"
+    train_limit: int = 0
+
+
+@dataclass
+class RolloutSection:
+    """Sampling of the response groups.
+
+    backend: ``hf`` (batched ``generate``) or ``vllm`` (GPU, optional extra; weights synced
+        after every step).
+    prompts_per_step: prompts per RL step (the paper: 256).
+    group_size: responses per prompt, G (the paper: 8).
+    temperature: sampling temperature; the policy loss and THR use the same temperature.
+    top_p: nucleus sampling.
+    max_new_tokens: response budget (the paper: 3072).
+    batch_size: sequences per ``generate`` call.
+    """
+
+    backend: str = "hf"
+    prompts_per_step: int = 16
+    group_size: int = 8
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 48
+    batch_size: int = 128
+
+
+@dataclass
+class RewardSection:
+    """Verifiable reward.
+
+    correct, incorrect: reward of a verified / failed answer. The positive set P of THR is the
+        responses whose correctness reward is ``correct``.
+    format_bonus: added when the response has a final ``\\boxed{}`` answer (0: off).
+    truncated: ``zero`` gives a response cut at ``max_new_tokens`` the ``incorrect`` reward and
+        no format bonus, even if it holds a boxed answer (it never finished); ``verify`` scores it
+        like any other response.
+    """
+
+    correct: float = 1.0
+    incorrect: float = 0.0
+    format_bonus: float = 0.0
+    truncated: str = "zero"
+
+
+@dataclass
+class THRSection:
+    """Token Hidden Reward steering (spec sections 3-4).
+
+    mode: ``off`` (plain GRPO; THR statistics are still logged), ``reweight`` or ``dominant``.
+    p: steering strength in (-1, 1): > 0 exploitation, < 0 exploration.
+    threshold: ``nthr`` (tau = beta * min mean influence of a correct response), ``quantile``
+        or ``absolute``.
+    beta: NTHR threshold factor.
+    quantile: fraction of tokens per group kept as dominant in ``quantile`` mode.
+    value: the threshold in ``absolute`` mode.
+    influence: ``full`` (THR) or ``self`` (only each token's own ``<g,g><h,h>`` term: a control).
+    method: ``auto``, ``mform`` or ``pair`` (exact algorithms, see ``thr.core.influence``).
+    chunk_size: tokens per streamed chunk in the THR computation.
+    """
+
+    mode: str = "reweight"
+    p: float = 0.2
+    threshold: str = "nthr"
+    beta: float = 1.0
+    quantile: float = 0.2
+    value: float = 0.0
+    influence: str = "full"
+    method: str = "auto"
+    chunk_size: int = 1024
+
+
+@dataclass
+class OptimSection:
+    """Advantages, loss and optimizer.
+
+    advantage: ``grpo`` (std-normalised) or ``drgrpo`` (mean-centred only).
+    unbiased_std: Bessel-corrected group std (TRL and verl do this).
+    adv_eps: added to the group std.
+    loss_type: ``grpo`` (PPO-clip per token) or ``gspo_token``.
+    clip_eps_low, clip_eps_high: clip range; ``clip_eps_high`` > low is DAPO's clip-higher.
+    aggregation: ``token-mean``, ``seq-mean-token-mean`` or ``seq-mean-token-sum-norm``.
+    kl_coef: k3 KL penalty to the initial policy (0: off, no reference model is kept).
+    entropy_coef: entropy bonus coefficient.
+    lr: AdamW learning rate. weight_decay, adam_beta1, adam_beta2: AdamW settings.
+    lr_schedule: ``constant``, ``linear`` or ``cosine`` decay after ``warmup_steps``.
+    warmup_steps: optimizer steps of linear warmup.
+    max_grad_norm: gradient clipping (0: off).
+    ppo_epochs: passes over each rollout batch.
+    mini_batches: optimizer steps per pass (the batch is split into this many mini-batches).
+    micro_batch_size: sequences per forward/backward (gradient accumulation within a
+        mini-batch); also the old-policy pass size, rounded to whole groups.
+    """
+
+    advantage: str = "grpo"
+    unbiased_std: bool = True
+    adv_eps: float = 1e-6
+    loss_type: str = "grpo"
+    clip_eps_low: float = 0.2
+    clip_eps_high: float = 0.2
+    aggregation: str = "token-mean"
+    kl_coef: float = 0.0
+    entropy_coef: float = 0.0
+    lr: float = 1e-6
+    weight_decay: float = 0.0
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    lr_schedule: str = "constant"
+    warmup_steps: int = 0
+    max_grad_norm: float = 1.0
+    ppo_epochs: int = 1
+    mini_batches: int = 1
+    micro_batch_size: int = 64
+
+
+@dataclass
+class EvalSection:
+    """Held-out evaluation during training (greedy accuracy and pass@k).
+
+    every: evaluate every N steps (0: only before and after training).
+    limit: held-out problems used (0: all).
+    n: samples per problem for pass@k (k = 1, 2, 4, ..., n); 0 skips sampling.
+    temperature: sampling temperature of the pass@k samples.
+    max_new_tokens: response budget (0: the rollout's).
+    batch_size: sequences per ``generate`` call.
+    """
+
+    every: int = 0
+    limit: int = 0
+    n: int = 8
+    temperature: float = 1.0
+    max_new_tokens: int = 0
+    batch_size: int = 256
+
+
+@dataclass
+class LogSection:
+    """Logging.
+
+    tensorboard: also write TensorBoard events under ``output_dir/tb``.
+    wandb: also log to Weights & Biases (``wandb_project``, ``wandb_run_name``).
+    groups_every: write the tokens, THR and influence of ``groups_per_log`` groups to
+        ``groups.jsonl`` every N steps (for heat maps; 0: never).
+    progress: show a progress bar.
+    """
+
+    tensorboard: bool = False
+    wandb: bool = False
+    wandb_project: str = "thr"
+    wandb_run_name: str = ""
+    groups_every: int = 10
+    groups_per_log: int = 2
+    progress: bool = True
+
+
+@dataclass
+class TrainConfig:
+    """Top-level config of ``thr train``.
+
+    output_dir: run directory (metrics.jsonl, checkpoints/, final/, summary.json).
+    steps: RL steps (one rollout batch each).
+    seed: seeds sampling, data order and the update; CPU runs are reproducible.
+    save_every: checkpoint every N steps (0: only the final model).
+    keep_checkpoints: most recent checkpoints kept.
+    resume: continue from the latest checkpoint in ``output_dir``.
+    """
+
+    output_dir: str = "runs/thr-default"
+    steps: int = 60
+    seed: int = 0
+    save_every: int = 20
+    keep_checkpoints: int = 2
+    resume: bool = False
+    model: ModelSection = field(default_factory=ModelSection)
+    embedded: EmbeddedConfig = field(default_factory=EmbeddedConfig)
+    data: DataSection = field(default_factory=DataSection)
+    rollout: RolloutSection = field(default_factory=RolloutSection)
+    reward: RewardSection = field(default_factory=RewardSection)
+    thr: THRSection = field(default_factory=THRSection)
+    optim: OptimSection = field(default_factory=OptimSection)
+    eval: EvalSection = field(default_factory=EvalSection)
+    log: LogSection = field(default_factory=LogSection)
+
+    def validate(self) -> "TrainConfig":
+        """Raise ``ValueError`` naming the first invalid field and the fix."""
+        choices = {
+            "rollout.backend": (self.rollout.backend, ("hf", "vllm")),
+            "reward.truncated": (self.reward.truncated, ("zero", "verify")),
+            "thr.mode": (self.thr.mode, ("off", "reweight", "dominant")),
+            "thr.threshold": (self.thr.threshold, ("nthr", "quantile", "absolute")),
+            "thr.influence": (self.thr.influence, ("full", "self")),
+            "thr.method": (self.thr.method, ("auto", "mform", "pair")),
+            "optim.advantage": (self.optim.advantage, ("grpo", "drgrpo")),
+            "optim.loss_type": (self.optim.loss_type, ("grpo", "gspo_token")),
+            "optim.aggregation": (self.optim.aggregation, ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm")),
+            "optim.lr_schedule": (self.optim.lr_schedule, ("constant", "linear", "cosine")),
+            "data.prompt_template": (self.data.prompt_template, ("auto", "plain", "boxed", "qwen_math", "chat")),
+        }
+        for name, (value, allowed) in choices.items():
+            if value not in allowed:
+                raise ValueError(f"{name}={value!r} is not valid; choose one of {list(allowed)}")
+        positive = {
+            "steps": self.steps, "rollout.prompts_per_step": self.rollout.prompts_per_step,
+            "rollout.group_size": self.rollout.group_size, "rollout.max_new_tokens": self.rollout.max_new_tokens,
+            "rollout.batch_size": self.rollout.batch_size, "optim.ppo_epochs": self.optim.ppo_epochs,
+            "optim.mini_batches": self.optim.mini_batches, "optim.micro_batch_size": self.optim.micro_batch_size,
+            "thr.chunk_size": self.thr.chunk_size, "keep_checkpoints": self.keep_checkpoints,
+        }
+        for name, value in positive.items():
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
+        if self.rollout.group_size < 2:
+            raise ValueError("rollout.group_size must be >= 2: group advantages need at least two responses")
+        if self.rollout.prompts_per_step % self.optim.mini_batches:
+            raise ValueError(
+                f"rollout.prompts_per_step={self.rollout.prompts_per_step} must be a multiple of "
+                f"optim.mini_batches={self.optim.mini_batches} (mini-batches hold whole groups)"
+            )
+        if not -1.0 < self.thr.p < 1.0:
+            raise ValueError(f"thr.p must be in (-1, 1), got {self.thr.p}")
+        if self.rollout.temperature <= 0:
+            raise ValueError("rollout.temperature must be > 0 (RL needs sampling; THR divides logits by it)")
+        if not 0 < self.rollout.top_p <= 1:
+            raise ValueError(f"rollout.top_p must be in (0, 1], got {self.rollout.top_p}")
+        if self.optim.lr <= 0 or self.optim.kl_coef < 0 or self.optim.max_grad_norm < 0:
+            raise ValueError("need optim.lr > 0, optim.kl_coef >= 0 and optim.max_grad_norm >= 0")
+        if self.optim.clip_eps_low < 0 or self.optim.clip_eps_low >= 1 or self.optim.clip_eps_high < 0:
+            raise ValueError("need 0 <= optim.clip_eps_low < 1 and optim.clip_eps_high >= 0")
+        if self.eval.n < 0 or self.eval.every < 0 or self.eval.limit < 0 or self.save_every < 0:
+            raise ValueError("eval.n, eval.every, eval.limit and save_every must be >= 0")
+        if self.model.lora_r < 0:
+            raise ValueError("model.lora_r must be >= 0 (0 disables LoRA)")
+        if self.model.name_or_path == "embedded":
+            self.embedded.validate()
+        return self
