@@ -9,9 +9,12 @@ Prints one JSON object:
 - ``cases``: on the labelled case table of ``tests/test_verifier.py``, the accuracy of each
   verifier against the labels, their agreement, and every case where they differ (with the
   label, i.e. which one is right).
-- ``benchmarks``: per benchmark file, each gold rendered as ``... \\boxed{GOLD}`` against itself
-  (should be True) and against a neighbouring different gold (should be False): pass rates for
-  both verifiers, agreement, and the disagreements.
+- ``benchmarks``: per benchmark file, four kinds of pairs, each prediction rendered as
+  ``... \\boxed{PRED}``: ``self`` (the gold itself, should verify), ``cross`` (a neighbouring
+  different gold, should not), ``reformatted`` (a value-preserving rewrite of the gold:
+  ``\\dfrac``, ``\\left(``, separators, ``.0``, reordered bare lists; should verify) and
+  ``perturbed`` (last digit changed; should not). Correct counts for both verifiers, agreement,
+  and the disagreements.
 - ``timing``: mean / median / p99 wall time of one ``thr.verify`` call on the case table and on
   the benchmark pairs (warm worker), and the share of calls that reached the sympy worker.
 
@@ -85,9 +88,12 @@ def run_cases(tests: ModuleType, times: list[float]) -> dict[str, Any]:
         raw = raw_math_verify(response, gold)
         rows.append((label, expected, ours, raw, response, gold))
     differ = [
-        {"label": lab, "expected": exp, "thr": o, "math_verify": r, "right": "thr" if o == exp else "math_verify",
-         "response": resp[-120:], "gold": str(g)[-120:]}
-        for lab, exp, o, r, resp, g in rows if o != r
+        {
+            "label": lab, "expected": exp, "thr": o, "math_verify": r,
+            "right": "thr" if o == exp else "math_verify", "response": resp[-120:], "gold": str(g)[-120:],
+        }
+        for lab, exp, o, r, resp, g in rows
+        if o != r
     ]
     n = len(rows)
     return {
@@ -107,20 +113,28 @@ def run_benchmarks(tests: ModuleType, max_per_file: int, times: list[float]) -> 
     """Self pairs (should verify) and cross pairs (should not) from every benchmark file."""
     out: dict[str, Any] = {}
     for name, golds in tests.load_benchmark_golds(max_per_file=max_per_file).items():
-        pairs = [(g, g, True) for g in golds] + [(a, b, False) for a, b in tests.cross_pairs(golds)]
-        stats = {"self_pairs": len(golds), "cross_pairs": len(pairs) - len(golds)}
+        kinds = {
+            "self": [(g, g, True) for g in golds],
+            "cross": [(a, b, False) for a, b in tests.cross_pairs(golds)],
+            "reformatted": [(v, g, True) for g in golds if (v := tests.reformat_gold(g)) is not None],
+            "perturbed": [(v, g, False) for g in golds if (v := tests.perturb_gold(g)) is not None],
+        }
+        pairs = [(a, b, e, kind) for kind, rows in kinds.items() for a, b, e in rows]
+        stats: dict[str, Any] = {"pairs": {kind: len(rows) for kind, rows in kinds.items()}}
         ok = {"thr": 0, "math_verify": 0}
         differ = []
-        for a, b, expected in pairs:
+        for a, b, expected, kind in pairs:
             response = "Thus we get ... \\boxed{" + a + "}"
             ours = _timed_verify(response, b, times)
             raw = raw_math_verify(response, b)
             ok["thr"] += ours == expected
             ok["math_verify"] += raw == expected
             if ours != raw:
-                differ.append({"pred": a, "gold": b, "expected": expected, "thr": ours, "math_verify": raw,
-                               "right": "thr" if ours == expected else "math_verify"})
-        stats["correct"] = ok
+                differ.append({
+                    "kind": kind, "pred": a, "gold": b, "expected": expected, "thr": ours,
+                    "math_verify": raw, "right": "thr" if ours == expected else "math_verify",
+                })
+        stats["correct"] = {k: f"{v}/{len(pairs)}" for k, v in ok.items()}
         stats["agreement"] = round(1 - len(differ) / len(pairs), 4) if pairs else 1.0
         stats["disagreements"] = differ
         out[name] = stats

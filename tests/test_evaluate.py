@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 import json
 from math import comb
 from pathlib import Path
@@ -24,7 +25,15 @@ from thr.evaluate import (
 )
 from thr.tiny import build_model, build_tokenizer
 
-torch.set_num_threads(1)  # tiny models: threads only contend on a shared 2-core box
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    """Tiny models: extra threads only contend on a shared 2-core box (restored afterwards)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def _brute_pass_at_k(n: int, c: int, k: int) -> float:
@@ -179,6 +188,16 @@ def test_thr_eval_end_to_end_with_resume_and_rescore(tiny_dir: Path, tmp_path: P
     other = tmp_path / "cmp"
     assert cli_main(["--compare", f"{out},{out / 'results.json'}", "--output_dir", str(other)]) == 0
     assert (other / "pass_at_k.png").is_file() and "## math500" in (other / "comparison.md").read_text()
+
+
+def test_several_models_are_compared(tiny_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "multi"
+    argv = ["--model", f"{tiny_dir},{tiny_dir}", "--benchmarks", "aime24", "--n", "2", "--limit", "1"]
+    assert cli_main([*argv, "--max_new_tokens", "4", "--output_dir", str(out)]) == 0
+    slug = f"{tiny_dir.parent.name}__{tiny_dir.name}"
+    for sub in (f"0_{slug}", f"1_{slug}"):
+        assert (out / sub / "results.json").is_file()
+    assert (out / "comparison.md").is_file() and (out / "pass_at_k.png").is_file()
 
 
 def test_cli_errors_and_help(capsys: Any) -> None:

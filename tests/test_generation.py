@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,7 +12,15 @@ import torch
 from thr.generation import HFGenerator, Sample, generate, make_generator, stop_token_ids_for
 from thr.tiny import build_model, build_tokenizer
 
-torch.set_num_threads(1)  # tiny models: threads only contend on a shared 2-core box
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    """Tiny models: extra threads only contend on a shared 2-core box (restored afterwards)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 PROMPTS = ["Problem: 1+1\nSolution:", "hi", "Compute (23+45)*3-17. Show the steps, please."]
 
@@ -143,6 +150,19 @@ def test_stop_token_ids_for_chat_prompts() -> None:
     im_end = tok.convert_tokens_to_ids("<|im_end|>")
     assert stop_token_ids_for(tok, "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n") == [im_end]
     assert stop_token_ids_for(tok, "Problem: 1+1\nSolution:") == []
+
+
+def test_chat_end_of_turn_token_ends_response() -> None:
+    tok = build_tokenizer()
+    tok.add_tokens(["<|im_end|>"], special_tokens=True)
+    im_end = tok.convert_tokens_to_ids("<|im_end|>")
+    model = build_model(tok, hidden_size=32, num_layers=1, num_heads=2)
+    model.lm_head.register_forward_hook(lambda _m, _i, out: out + 1e4 * (torch.arange(out.shape[-1]) == im_end))
+    chat = "<|im_start|>user\n1+1?<|im_end|>\n<|im_start|>assistant\n"
+    (row,) = generate(model, tok, [chat], temperature=0, max_new_tokens=4)
+    assert row[0].response_ids == [im_end] and row[0].finish_reason == "stop" and row[0].text == ""
+    (row,) = generate(model, tok, ["plain prompt"], temperature=0, max_new_tokens=4)
+    assert row[0].response_ids == [im_end] * 4 and row[0].finish_reason == "length"
 
 
 def test_make_generator(tiny: tuple[Any, Any]) -> None:

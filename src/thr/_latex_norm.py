@@ -13,6 +13,7 @@ from fractions import Fraction
 # ----------------------------------------------------------------------------- extraction
 
 _BOX_RE = re.compile(r"\\(?:boxed|fbox)\b")
+_SPECIAL_TOKEN_RE = re.compile(r"<\|[a-z_]{1,30}\|>|</s>|<eos>|<end_of_turn>")
 _THINK_OPEN = "<think>"
 _THINK_CLOSE = "</think>"
 _MAX_ANSWER_CHARS = 2000
@@ -84,7 +85,7 @@ def _answer_after_phrase(text: str) -> str | None:
                 return None
             inner = rest[len(open_) : end].strip()
             return inner or None
-    rest = re.split(r"\.\s+I hope|\.(?:\s|$)|;\s", rest, maxsplit=1)[0]
+    rest = re.split(r"\.\s+I hope|\.(?:\s|$)|;\s|,\s+(?=[A-Za-z]{3,})", rest, maxsplit=1)[0]
     rest = rest.strip().rstrip(".").strip()
     if not rest or len(rest) > 200:
         return None
@@ -115,6 +116,7 @@ def answer_region(response: str) -> str | None:
     After the last ``</think>`` when the trace is closed; None when a ``<think>`` is opened and
     never closed (the completion was cut off mid-thought); else the whole text.
     """
+    response = _SPECIAL_TOKEN_RE.sub("", response)
     if _THINK_CLOSE in response:
         return response.rsplit(_THINK_CLOSE, 1)[1]
     if _THINK_OPEN in response:
@@ -206,7 +208,7 @@ def normalize_core(s: str) -> str:
     s = _strip_units(s.strip())
     s = _unwrap_text(s).strip()
     s = re.sub(r"^(?:\\approx|\\sim|≈|about|approximately)\s*", "", s)
-    s = re.sub(r"\s+(?:and|or)\s+", ",", s)  # "2 and -2" -> "2,-2"
+    s = re.sub(r"\s*,?\s+(?:and|or)\s+", ",", s)  # "2 and -2", "1, 2, and 3" -> comma lists
     s = _FRAC_SHORT_RE.sub(r"\\frac{\1}{\2}", s)
     s = _FRAC_HALF_SHORT_RE.sub(r"\\frac{\1}{\2}", s)
     s = _FRAC_FIRST_SHORT_RE.sub(r"\\frac{\1}{", s)
@@ -359,6 +361,18 @@ def bracketed(s: str) -> tuple[str, str, list[str]] | None:
                         return None
                     return open_, close, split_top(inner)
     return None
+
+
+_BASE_NUM_RE = re.compile(r"^([0-9A-Z]*\d[0-9A-Z]*)_\{?(\d+)\}?$")
+
+
+def base_number(s: str) -> tuple[str, int] | None:
+    """``("2516", 8)`` for a number written with a base subscript (``2516_8``, ``AB3_{16}``)."""
+    m = _BASE_NUM_RE.match(s)
+    if not m:
+        return None
+    digits = m.group(1).lstrip("0") or "0"
+    return digits, int(m.group(2))
 
 
 def is_word_answer(s: str) -> bool:

@@ -84,8 +84,8 @@ def convert_value(value: Any, tp: Any, where: str) -> Any:
             if not isinstance(value, dict):
                 raise ValueError
             return dict(value)
-    except ValueError as err:
-        if str(err):
+    except (ValueError, TypeError) as err:
+        if str(err).startswith(where):
             raise
         raise ValueError(f"{where}: cannot read {value!r} as {getattr(tp, '__name__', tp)}") from None
     return value

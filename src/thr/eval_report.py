@@ -184,3 +184,57 @@ def plot_pass_at_k(
 def _short_label(model: str) -> str:
     parts = [p for p in re.split(r"[\\/]", str(model)) if p]
     return "/".join(parts[-2:]) if parts else str(model)
+
+
+def overall_metrics(per_source: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Unweighted mean over sources of every metric they share; problems summed."""
+    if not per_source:
+        return {}
+    shared = set.intersection(*(set(m) for m in per_source.values()))
+    out: dict[str, Any] = {"num_problems": sum(m["num_problems"] for m in per_source.values())}
+    for key in sorted(shared - {"num_problems", "seconds"}):
+        out[key] = sum(m[key] for m in per_source.values()) / len(per_source)
+    return out
+
+
+def model_slug(name: str) -> str:
+    """Folder name for a model path or hub name (last two path parts, '/' -> '__')."""
+    parts = [p for p in name.replace("\\", "/").split("/") if p and p != "."]
+    return "__".join(parts[-2:]) or "model"
+
+
+def try_plot(dirs: list[Path], png: Path, labels: list[str] | None = None) -> None:
+    """:func:`plot_pass_at_k`, or a note on stderr when matplotlib is missing."""
+    import sys
+
+    try:
+        plot_pass_at_k(list(dirs), png, labels)
+        print(f"pass@k plot: {png}", flush=True)
+    except ImportError as err:
+        print(f"skipping the pass@k plot: {err}", file=sys.stderr)
+
+
+def write_comparison(out: Path, runs: list[dict[str, Any]], dirs: list[Path], png: Path) -> dict[str, Any]:
+    """``comparison.md`` and the Pass@K plot of several runs; returns ``{"models": {name: results}}``."""
+    out.mkdir(parents=True, exist_ok=True)
+    labels = [_short_label(r.get("model", str(d))) for r, d in zip(runs, dirs)]
+    (out / "comparison.md").write_text(comparison_markdown(runs, labels))
+    try_plot(dirs, png, labels)
+    print(f"comparison: {out / 'comparison.md'}", flush=True)
+    return {"models": {str(r.get("model", d)): r for r, d in zip(runs, dirs)}}
+
+
+def usage(config_cls: type) -> str:
+    """``thr eval --help`` text: every field of ``config_cls`` with its default and comment."""
+    import dataclasses
+    import inspect
+
+    source = inspect.getsource(config_cls)
+    lines = ["usage: thr eval --model PATH [--key value | key=value ...] [--config eval.yaml]", "", "options:"]
+    for f in dataclasses.fields(config_cls):
+        factory = f.default_factory
+        default = factory() if factory is not dataclasses.MISSING else f.default
+        note = re.search(rf"^\s+{f.name}: [^\n]*?#\s*(.+)$", source, re.M)
+        lines.append(f"  --{f.name:<24} default {default!r}" + (f"  {note.group(1)}" if note else ""))
+    lines += ["", "Writes OUTPUT_DIR/generations.jsonl, results.json, results.md, pass_at_k.png (docs/evaluation.md)."]
+    return "\n".join(lines)

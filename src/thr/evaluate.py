@@ -24,7 +24,7 @@ from typing import Any
 
 from thr.config import load_config, to_dict
 from thr.data import BENCHMARKS, Problem, load_problems
-from thr.generation import Generator, HFGenerator, Sample, stop_token_ids_for
+from thr.generation import Generator, HFGenerator, Sample
 from thr.prompts import TEMPLATE_NAMES, format_prompt
 
 RecordKey = tuple[str, str, str, int]  # (source, problem id, mode, sample index)
@@ -200,7 +200,6 @@ def evaluate_problems(
     gen = model if isinstance(model, Generator) else HFGenerator(model, tokenizer)
     tokenizer = tokenizer if tokenizer is not None else gen.tokenizer
     prompts = [format_prompt(tokenizer, p.problem, prompt_template) for p in problems]
-    stop_ids = stop_token_ids_for(tokenizer, prompts[0]) if prompts else []
     existing = read_records(records_path) if records_path else {}
     records: dict[RecordKey, dict[str, Any]] = {}
     modes = ([("greedy", 1, 0.0)] if greedy else []) + ([("sample", n, temperature)] if n > 0 else [])
@@ -213,7 +212,7 @@ def evaluate_problems(
             _run_mode(
                 gen, problems, prompts, mode=mode, count=count, temperature=temp, top_p=top_p,
                 max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed * 7919 + mode_index,
-                stop_ids=stop_ids, tag=tag, existing=existing, records=records, writer=writer,
+                tag=tag, existing=existing, records=records, writer=writer,
                 score_truncated=score_truncated, progress=progress,
             )  # fmt: skip
     finally:
@@ -234,7 +233,6 @@ def _run_mode(
     max_new_tokens: int,
     batch_size: int,
     seed: int,
-    stop_ids: list[int],
     tag: str,
     existing: dict[RecordKey, dict[str, Any]],
     records: dict[RecordKey, dict[str, Any]],
@@ -243,7 +241,7 @@ def _run_mode(
     progress: bool,
 ) -> None:
     """Generate/verify one mode (greedy or sample) chunk by chunk, reusing finished chunks."""
-    per_chunk = max(1, batch_size // count)
+    per_chunk = max(1, (gen.chunk_sequences or batch_size) // count)
     bar = None
     if progress and problems:
         from tqdm.auto import tqdm
@@ -258,7 +256,6 @@ def _run_mode(
             samples = gen.generate(
                 [prompts[i] for i in idx], n=count, temperature=temperature, top_p=top_p,
                 max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed * 100_003 + chunk_index,
-                stop_token_ids=stop_ids,
             )  # fmt: skip
             new = [
                 _make_record(problems[i], sample, mode, s, tag, score_truncated)
@@ -285,7 +282,7 @@ class EvalConfig:
     """Options of ``thr eval`` (see ``docs/evaluation.md``)."""
 
     model: str = ""  # local path or hub name; several comma-separated to compare them
-    benchmarks: list[str] = field(default_factory=lambda: ["math500"])
+    benchmarks: list[str] = field(default_factory=lambda: ["math500"])  # packaged names or arith; [] for none
     data_file: str | None = None  # extra source: .jsonl/.json/.parquet path or HF dataset name
     split: str | None = None  # for data_file (HF datasets) and 'arith'
     problem_field: str | None = None  # for data_file
@@ -296,10 +293,10 @@ class EvalConfig:
     greedy: bool = True  # also report greedy (temperature 0) accuracy
     max_new_tokens: int = 2048
     batch_size: int = 32  # sequences per generate call
-    prompt_template: str = "auto"
+    prompt_template: str = "auto"  # plain | boxed | qwen_math | chat | auto (chat if the tokenizer has one)
     limit: int | None = None  # first N problems of each benchmark
-    output_dir: str = "runs/eval"
-    seed: int = 0
+    output_dir: str = "runs/eval"  # one sub-folder per model when several are given
+    seed: int = 0  # sampling seed (datasets do not depend on it)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     dtype: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | float32 | bfloat16 | float16
     backend: str = "hf"  # hf | vllm
@@ -376,28 +373,17 @@ def load_model(
 
 def _sources(cfg: EvalConfig) -> list[list[Problem]]:
     sources = [
-        load_problems(b, split=cfg.split if b == "arith" else None, limit=cfg.limit, seed=cfg.seed)
+        load_problems(b, split=cfg.split if b == "arith" else None, limit=cfg.limit)
         for b in cfg.benchmarks
     ]
     if cfg.data_file:
         sources.append(
             load_problems(
                 cfg.data_file, split=cfg.split, problem_field=cfg.problem_field,
-                answer_field=cfg.answer_field, limit=cfg.limit, seed=cfg.seed,
+                answer_field=cfg.answer_field, limit=cfg.limit,
             )  # fmt: skip
         )
     return sources
-
-
-def _overall(per_source: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Unweighted mean over sources of every metric they share; problems summed."""
-    if not per_source:
-        return {}
-    shared = set.intersection(*(set(m) for m in per_source.values()))
-    out: dict[str, Any] = {"num_problems": sum(m["num_problems"] for m in per_source.values())}
-    for key in sorted(shared - {"num_problems", "seconds"}):
-        out[key] = sum(m[key] for m in per_source.values()) / len(per_source)
-    return out
 
 
 def rescore_file(
@@ -450,7 +436,7 @@ def _eval_model(cfg: EvalConfig, model_name: str, out_dir: Path) -> dict[str, An
         "model": model_name,
         "config": to_dict(cfg),
         "benchmarks": per_source,
-        "overall": _overall(per_source),
+        "overall": eval_report.overall_metrics(per_source),
         "elapsed_s": round(time.time() - start, 2),
     }
     eval_report.write_reports(results, out_dir)
@@ -470,12 +456,6 @@ def _load_backend(cfg: EvalConfig, model_name: str) -> tuple[Any, Any]:
     return load_model(model_name, device=cfg.device, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code)
 
 
-def model_slug(name: str) -> str:
-    """Folder name for a model path or hub name (last two path parts, '/' -> '__')."""
-    parts = [p for p in name.replace("\\", "/").split("/") if p and p != "."]
-    return "__".join(parts[-2:]) or "model"
-
-
 def run_eval(cfg: EvalConfig) -> dict[str, Any]:
     """Run ``thr eval``. One model: its results dict. Several (comma-separated) or ``compare``:
     ``{"models": {name: results}}`` plus ``comparison.md`` and a Pass@K plot in ``output_dir``."""
@@ -483,9 +463,10 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
 
     cfg.validate()
     out = Path(cfg.output_dir)
+    png = Path(cfg.plot) if cfg.plot else out / "pass_at_k.png"
     if cfg.compare:
         runs = [eval_report.load_results(p) for p in cfg.compare]
-        return _write_comparison(cfg, out, runs, [Path(p) for p in cfg.compare])
+        return eval_report.write_comparison(out, runs, [Path(p) for p in cfg.compare], png)
     names = [m.strip() for m in cfg.model.split(",") if m.strip()]
     if not names:  # --rescore without --model: keep the label of the earlier run
         previous = out / "results.json"
@@ -493,57 +474,21 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
     if len(names) == 1:
         results = _eval_model(cfg, names[0], out)
         if cfg.n > 1:
-            _try_plot([out], Path(cfg.plot) if cfg.plot else out / "pass_at_k.png")
+            eval_report.try_plot([out], png)
         return results
-    slugs = [model_slug(m) for m in names]
+    slugs = [eval_report.model_slug(m) for m in names]
     slugs = [s if slugs.count(s) == 1 else f"{i}_{s}" for i, s in enumerate(slugs)]
     runs = [_eval_model(cfg, name, out / slug) for name, slug in zip(names, slugs)]
-    return _write_comparison(cfg, out, runs, [out / s for s in slugs])
-
-
-def _write_comparison(cfg: EvalConfig, out: Path, runs: list[dict[str, Any]], dirs: list[Path]) -> dict[str, Any]:
-    from thr import eval_report
-
-    out.mkdir(parents=True, exist_ok=True)
-    labels = [eval_report._short_label(r.get("model", str(d))) for r, d in zip(runs, dirs)]
-    (out / "comparison.md").write_text(eval_report.comparison_markdown(runs, labels))
-    _try_plot(dirs, Path(cfg.plot) if cfg.plot else out / "pass_at_k.png", labels)
-    print(f"comparison: {out / 'comparison.md'}", flush=True)
-    return {"models": {str(r.get("model", d)): r for r, d in zip(runs, dirs)}}
-
-
-def _try_plot(dirs: list[Path], png: Path, labels: list[str] | None = None) -> None:
-    from thr import eval_report
-
-    try:
-        eval_report.plot_pass_at_k(dirs, png, labels)
-        print(f"pass@k plot: {png}", flush=True)
-    except ImportError as err:
-        print(f"skipping the pass@k plot: {err}", file=sys.stderr)
-
-
-def usage() -> str:
-    """Help text of ``thr eval`` built from :class:`EvalConfig`."""
-    import dataclasses
-    import inspect
-    import re
-
-    source = inspect.getsource(EvalConfig)
-    lines = ["usage: thr eval --model PATH [--key value | key=value ...] [--config eval.yaml]", "", "options:"]
-    for f in dataclasses.fields(EvalConfig):
-        factory = f.default_factory
-        default = factory() if factory is not dataclasses.MISSING else f.default
-        note = re.search(rf"^\s+{f.name}: [^\n]*?#\s*(.+)$", source, re.M)
-        lines.append(f"  --{f.name:<24} default {default!r}" + (f"  {note.group(1)}" if note else ""))
-    lines += ["", "Writes OUTPUT_DIR/generations.jsonl, results.json, results.md, pass_at_k.png (docs/evaluation.md)."]
-    return "\n".join(lines)
+    return eval_report.write_comparison(out, runs, [out / s for s in slugs], png)
 
 
 def cli_main(argv: list[str] | None = None) -> int:
     """Entry point of ``thr eval``; returns the process exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if any(a in ("-h", "--help", "help") for a in argv):
-        print(usage())
+        from thr.eval_report import usage
+
+        print(usage(EvalConfig))
         return 0
     try:
         cfg = load_config(EvalConfig, argv)

@@ -66,6 +66,16 @@ def stop_token_ids_for(tokenizer: Any, prompt: str) -> list[int]:
     return ids
 
 
+def _end_of_turn_ids(tokenizer: Any, prompts: Sequence[str]) -> list[int]:
+    """End-of-turn token ids used by any of ``prompts`` (see :func:`stop_token_ids_for`)."""
+    ids: list[int] = []
+    for token in END_OF_TURN_TOKENS:
+        prompt = next((p for p in prompts if token in p), None)
+        if prompt is not None:
+            ids.extend(t for t in stop_token_ids_for(tokenizer, token) if t not in ids)
+    return ids
+
+
 def eos_token_ids(model: Any, tokenizer: Any, extra: Sequence[int] = ()) -> list[int]:
     """Union of the tokenizer's EOS, the model's ``generation_config.eos_token_id`` and ``extra``."""
     ids: list[int] = []
@@ -224,9 +234,10 @@ def generate(
 
     ``temperature=0`` is greedy decoding (computed once per prompt, copied ``n`` times).
     ``batch_size`` counts sequences per ``model.generate`` call. Prompts are sorted by length
-    so each batch pads little. ``stop_token_ids`` are extra EOS ids (see
-    :func:`stop_token_ids_for`); ``stop_strings`` end a response after the first match (the
-    string stays in the text, as with vLLM's ``include_stop_str_in_output``).
+    so each batch pads little. Responses end at the tokenizer's / model's EOS, at any
+    ``stop_token_ids`` and at the end-of-turn token of a chat format used in the prompts
+    (``<|im_end|>`` ..., see :func:`stop_token_ids_for`); ``stop_strings`` end a response after
+    the first match (the string stays in the text, as with vLLM's ``include_stop_str_in_output``).
     """
     if n < 1 or batch_size < 1 or max_new_tokens < 1:
         raise ValueError(f"n, batch_size and max_new_tokens must be >= 1 (got {n}, {batch_size}, {max_new_tokens})")
@@ -234,7 +245,7 @@ def generate(
         raise ValueError(f"need temperature >= 0 and 0 < top_p <= 1 (got {temperature}, {top_p})")
     if not prompts:
         return []
-    eos_ids = eos_token_ids(model, tokenizer, stop_token_ids or ())
+    eos_ids = eos_token_ids(model, tokenizer, [*(stop_token_ids or ()), *_end_of_turn_ids(tokenizer, prompts)])
     pad_id = _pad_id(tokenizer, eos_ids)
     encoded = [_encode(tokenizer, p) for p in prompts]
     copies = 1 if temperature == 0 else n
@@ -287,9 +298,14 @@ def _progress(total: int, enabled: bool) -> Any:
 
 
 class Generator:
-    """Common interface of the generation backends: ``generate(prompts, **options)``."""
+    """Common interface of the generation backends: ``generate(prompts, **options)``.
+
+    ``chunk_sequences``: how many sequences a caller that writes results as it goes (the
+    evaluator) should hand over per call; None means one ``batch_size``.
+    """
 
     tokenizer: Any
+    chunk_sequences: int | None = None
 
     def generate(self, prompts: list[str], **options: Any) -> list[list[Sample]]:
         """Same options and result as :func:`generate`."""
@@ -319,6 +335,8 @@ class VLLMGenerator(Generator):
     caller set it) so that :meth:`sync_weights` can load a trained model's tensors straight
     into the engine's model. Weight sync supports ``tensor_parallel_size=1`` only.
     """
+
+    chunk_sequences = 4096  # vLLM schedules its own batches: hand it large chunks
 
     def __init__(
         self,
@@ -372,6 +390,7 @@ class VLLMGenerator(Generator):
         if not prompts:
             return []
         encoded = [_encode(self.tokenizer, p) for p in prompts]
+        stop_ids = [*(stop_token_ids or ()), *_end_of_turn_ids(self.tokenizer, prompts)]
         greedy = temperature == 0
         params = [
             self._vllm.SamplingParams(
@@ -382,7 +401,7 @@ class VLLMGenerator(Generator):
                 max_tokens=max_new_tokens,
                 seed=None if seed is None else seed * 1_000_003 + i,
                 stop=list(stop_strings or []) or None,
-                stop_token_ids=list(stop_token_ids or []) or None,
+                stop_token_ids=stop_ids or None,
                 include_stop_str_in_output=True,
                 skip_special_tokens=True,
             )
@@ -418,14 +437,27 @@ class VLLMGenerator(Generator):
 
 
 def make_generator(backend: str, model: Any, tokenizer: Any = None, **kwargs: Any) -> Generator:
-    """``"hf"``: ``HFGenerator(model, tokenizer)`` (model object); ``"vllm"``:
-    ``VLLMGenerator(model, **kwargs)`` (model path or hub name)."""
+    """A generation backend by name.
+
+    ``"hf"``: ``HFGenerator(model, tokenizer)`` for a loaded model. ``"vllm"``: a
+    ``VLLMGenerator`` for a model path / hub name, or for a loaded HF model: the engine is built
+    from ``model.name_or_path`` and then receives the model's current weights (``sync_weights``).
+    ``kwargs`` go to :class:`VLLMGenerator`.
+    """
     if backend == "hf":
         if tokenizer is None or isinstance(model, str):
             raise ValueError("backend 'hf' needs a loaded model and tokenizer (see thr.evaluate.load_model)")
         return HFGenerator(model, tokenizer)
     if backend == "vllm":
-        if not isinstance(model, str):
-            raise ValueError("backend 'vllm' needs the model path or hub name, not a loaded model")
-        return VLLMGenerator(model, **kwargs)
+        if isinstance(model, str):
+            return VLLMGenerator(model, **kwargs)
+        path = getattr(model, "name_or_path", "") or getattr(getattr(model, "config", None), "_name_or_path", "")
+        if not path:
+            raise ValueError(
+                "backend 'vllm' builds its engine from a saved checkpoint, but this model has no name_or_path; "
+                "save it with save_pretrained first or use backend 'hf'"
+            )
+        gen = VLLMGenerator(str(path), **kwargs)
+        gen.sync_weights(model)
+        return gen
     raise ValueError(f"unknown generation backend {backend!r}; choose 'hf' or 'vllm'")

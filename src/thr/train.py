@@ -51,6 +51,7 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(cfg.seed)
         path = cfg.model.name_or_path
+        self.setup_seconds = 0.0
         if path == "embedded":
             from thr.embedded import warm_start
 

@@ -30,10 +30,11 @@ from typing import Any
 from thr._latex_norm import (
     answer_region,
     as_rational,
-    extract_from_text,
-    normalize_answer,
+    base_number,
     bracketed,
+    extract_from_text,
     is_word_answer,
+    normalize_answer,
     normalize_core,
     rationals_match,
     split_assignment,
@@ -82,10 +83,15 @@ def _gold_answer(gold: Any) -> str | None:
 
 # ----------------------------------------------------------------------------- fast path
 
+
 def _fast(gold: str, pred: str) -> bool | None:
     """Decide without sympy when possible: True/False, or None when undecided."""
     if gold == pred:
         return True
+    bg, bp = base_number(gold), base_number(pred)
+    if bg is not None or bp is not None:
+        # math_verify drops base subscripts (2516_8 -> 2516): compare digits and base exactly
+        return bg == bp
     rg, rp = as_rational(gold), as_rational(pred)
     if rg is not None and rp is not None:
         return rationals_match(rg, rp)
@@ -264,8 +270,38 @@ _PARSE_CACHE: dict[str, list[Any]] = {}
 _PROBE_POINTS = (0.5371, 1.2839, 0.7713)
 
 
+_ENV_RE = re.compile(r"\\(?:begin|end|mathbb|mathcal|mathbf|mathrm|operatorname|text)\s*\{[^{}]*\}")
+_VAR_TOKEN_RE = re.compile(r"(?<![A-Za-z\\])([A-Za-z])(_\{[^{}]*\}|_[A-Za-z0-9])?")
+
+
+def _parse_is_complete(latex: str, expr: Any) -> bool:
+    """Guard against partial parses (math_verify turns ``\\frac{1}{3}E_{1}`` into ``1/3``):
+    every variable letter written in ``latex`` must survive as a symbol or function name.
+    ``e``/``E``/``i``/``I`` alone may be constants and are not required."""
+    from sympy import Basic
+    from sympy.core.function import AppliedUndef
+
+    if not isinstance(expr, Basic):
+        return True
+    raw_names = [str(sym) for sym in expr.free_symbols]
+    raw_names += [str(f.func) for f in expr.atoms(AppliedUndef)]
+    names = set()
+    for name in raw_names:  # first letter after any LaTeX command, e.g. "\\dot{x}_{0}" -> "x"
+        m = re.search(r"[A-Za-z]", re.sub(r"\\[A-Za-z]+", "", name))
+        if m:
+            names.add(m.group().lower())
+    stripped = re.sub(r"\\[A-Za-z]+", " ", _ENV_RE.sub(" ", latex))
+    for letter, sub in _VAR_TOKEN_RE.findall(stripped):
+        if not sub and letter in "eEiI":
+            continue
+        if letter.lower() not in names:
+            return False
+    return True
+
+
 def _mv_parse(answer: str) -> list[Any]:
-    """math_verify parse of one normalised answer (worker side, cached)."""
+    """math_verify parse of one normalised answer (worker side, cached); [] when it fails or
+    drops part of the input."""
     hit = _PARSE_CACHE.get(answer)
     if hit is not None:
         return hit
@@ -273,22 +309,40 @@ def _mv_parse(answer: str) -> list[Any]:
 
     cfg = [LatexExtractionConfig(boxed_match_priority=0)]
     parsed = parse("\\boxed{" + answer + "}", extraction_config=cfg, parsing_timeout=None)
+    if parsed and not _parse_is_complete(answer, parsed[0]):
+        parsed = []
     if len(_PARSE_CACHE) > 4096:
         _PARSE_CACHE.clear()
     _PARSE_CACHE[answer] = parsed
     return parsed
 
 
-def _probe_values(expr: Any, symbols: list[Any], shift: int) -> list[complex] | None:
+def _probe_values(expr: Any, symbols: list[Any]) -> list[complex] | None:
     """``expr`` evaluated at a few fixed points of its free symbols; None if not numeric."""
     values = []
     for k in range(len(_PROBE_POINTS)):
-        point = {sym: _PROBE_POINTS[(k + i + shift) % len(_PROBE_POINTS)] + 0.1 * i for i, sym in enumerate(symbols)}
+        point = {sym: _PROBE_POINTS[(k + i) % len(_PROBE_POINTS)] + 0.1 * i for i, sym in enumerate(symbols)}
         val = complex(expr.evalf(15, subs=point))
         if val != val or abs(val) == float("inf"):
             return None
         values.append(val)
     return values
+
+
+def _constants_differ(g: Any, p: Any) -> bool:
+    """Two symbol-free numbers differ at 50 digits (relative 1e-30 when both are exact,
+    2e-6 when a float is involved): catches ``1/2^98`` vs ``1/2^99`` and ``1/2006!`` vs
+    ``1/2004!``, which math_verify's 6-decimal rounding accepts."""
+    from sympy import Float
+
+    vg, vp = g.evalf(50), p.evalf(50)
+    if not (vg.is_number and vp.is_number) or vg.has(Float("nan")):
+        return False
+    scale = max(abs(vg), abs(vp))
+    if scale == 0 or not scale.is_finite:
+        return False
+    tol = 2e-6 if (g.atoms(Float) or p.atoms(Float)) else 1e-30
+    return bool(abs(vg - vp) / scale > tol)
 
 
 def _numerically_different(g: Any, p: Any) -> bool:
@@ -305,13 +359,13 @@ def _numerically_different(g: Any, p: Any) -> bool:
     else:
         return False
     if not (g.free_symbols or p.free_symbols):
-        return False  # plain numbers are cheap for math_verify, and it rounds floats its own way
+        return False if ratio else _constants_differ(g, p)
     undef = {str(f): f for f in (g.atoms(AppliedUndef) | p.atoms(AppliedUndef))}
     if undef:
         repl = {f: Dummy(name) for name, f in undef.items()}
         g, p = g.xreplace(repl), p.xreplace(repl)
     symbols = sorted(g.free_symbols | p.free_symbols, key=str)
-    vg, vp = _probe_values(g, symbols, 0), _probe_values(p, symbols, 0)
+    vg, vp = _probe_values(g, symbols), _probe_values(p, symbols)
     if vg is None or vp is None:
         return False
     if ratio:
@@ -319,7 +373,7 @@ def _numerically_different(g: Any, p: Any) -> bool:
             return False
         vg = [a / b for a, b in zip(vg, vp)]
         vp = [vg[0]] * len(vg)
-    return any(abs(a - b) > 1e-6 * max(1.0, abs(a), abs(b)) for a, b in zip(vg, vp))
+    return any(abs(a - b) > max(1e-6 * max(abs(a), abs(b)), 1e-12) for a, b in zip(vg, vp))
 
 
 def _mv_compare(gold: str, pred: str) -> bool:
@@ -376,10 +430,14 @@ def _equivalent(gold: str, pred: str, deadline: float, depth: int = 0) -> bool:
     """Normalised answers equal? Fast path, then containers element-wise, then sympy."""
     if depth > 0:
         gold, pred = normalize_core(gold), normalize_core(pred)
-    lhs_g, gold = split_assignment(gold)
-    lhs_p, pred = split_assignment(pred)
+    lhs_g, rhs_g = split_assignment(gold)
+    lhs_p, rhs_p = split_assignment(pred)
     if lhs_g is not None and lhs_p is not None and lhs_g != lhs_p:
         return False
+    if (lhs_g is None and "=" in gold) or (lhs_p is None and "=" in pred):
+        pass  # one side is a general equation: compare whole equations (e.g. y=... vs 2x+4y=3)
+    else:
+        gold, pred = rhs_g, rhs_p
     if not gold or not pred:
         return False
     fast = _fast(gold, pred)
@@ -407,7 +465,9 @@ def _equivalent(gold: str, pred: str, deadline: float, depth: int = 0) -> bool:
     return _POOL.compare(gold, pred, left)
 
 
-def _containers_equal(cg: tuple[str, str, list[str]], cp: tuple[str, str, list[str]], deadline: float, depth: int) -> bool:
+def _containers_equal(
+    cg: tuple[str, str, list[str]], cp: tuple[str, str, list[str]], deadline: float, depth: int
+) -> bool:
     """Tuples/intervals: same brackets, element-wise in order; sets ``\\{\\}``: any order."""
     (go, gc, gi), (po, pc, pi) = cg, cp
     if (go, gc) != (po, pc) or len(gi) != len(pi):

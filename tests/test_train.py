@@ -1,0 +1,156 @@
+"""The RL trainer: a real step changes the weights, THR off is plain GRPO, resume is exact."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+
+from thr.config import load_config
+from thr.train import Trainer, cli_main
+from thr.train_config import TrainConfig
+
+from conftest import TINY_TASK, tiny_embedded_config
+
+
+def make_cfg(policy_dir, out, *overrides: str) -> TrainConfig:
+    base = [
+        f"output_dir={out}", f"model.name_or_path={policy_dir}", "steps=1", "seed=3",
+        "rollout.prompts_per_step=4", "rollout.group_size=8", "rollout.max_new_tokens=32", "rollout.batch_size=64",
+        "optim.lr=1e-3", "optim.micro_batch_size=12", "data.eval=", "data.prompt_template=plain",
+        "log.progress=false", "log.groups_every=1", "save_every=0",
+    ]
+    cfg = load_config(TrainConfig, base + list(overrides))
+    cfg.embedded = tiny_embedded_config()  # the arith task settings the policy was trained on
+    return cfg
+
+
+def params(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.named_parameters()}
+
+
+def test_one_step_changes_weights_and_logs(tiny_policy_dir, tmp_path):
+    trainer = Trainer(make_cfg(tiny_policy_dir, tmp_path))
+    before = params(trainer.model)
+    metrics = trainer.train_step(0)
+    assert metrics["reward/std"] > 0, "precondition: the tiny policy must give groups with mixed rewards"
+    changed = [k for k, v in params(trainer.model).items() if not torch.equal(v, before[k])]
+    assert len(changed) == len(before)
+    for key in ("reward/mean", "loss/policy", "thr/frac_dominant", "time/rollout", "time/thr", "time/update", "policy/entropy"):
+        assert key in metrics
+    assert 0 < metrics["thr/frac_dominant"] <= 1
+    groups = [json.loads(line) for line in (tmp_path / "groups.jsonl").read_text().splitlines()]
+    assert groups and len(groups[0]["responses"][0]["thr"]) == len(groups[0]["responses"][0]["tokens"])
+
+
+def plain_grpo_gradient(trainer: Trainer, step: int) -> dict[str, torch.Tensor]:
+    """An independent, unbatched GRPO gradient on the trainer's own rollout (token-mean, on-policy).
+
+    Sequences are run one at a time without padding, so this also checks the trainer's batch
+    layout (left-padded prompts, position ids, response gather).
+    """
+    cfg = trainer.cfg
+    model = copy.deepcopy(trainer.model)
+    torch.manual_seed(cfg.seed * 104729 + step)
+    _, samples, scores = trainer.rollout(step)
+    r = torch.tensor([s.reward for s in scores])
+    G = cfg.rollout.group_size
+    grouped = r.view(-1, G)
+    adv = ((grouped - grouped.mean(1, keepdim=True)) / (grouped.std(1, keepdim=True) + 1e-6)).view(-1)
+    total_tokens = sum(len(s.response_ids) for s in samples)
+    model.zero_grad()
+    for s, a in zip(samples, adv):
+        if not s.response_ids:
+            continue
+        ids = torch.tensor([s.prompt_ids + s.response_ids])
+        logits = model(input_ids=ids).logits[0, len(s.prompt_ids) - 1 : -1] / cfg.rollout.temperature
+        logp = torch.log_softmax(logits.float(), -1).gather(1, torch.tensor(s.response_ids)[:, None]).squeeze(1)
+        # on-policy PPO-clip: ratio = 1, gradient of -A * ratio = -A * grad log p
+        (-(a * torch.exp(logp - logp.detach())).sum() / total_tokens).backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.max_grad_norm)
+    return {k: v.grad.clone() for k, v in model.named_parameters()}
+
+
+def test_thr_off_equals_plain_grpo_and_p0_equals_off(tiny_policy_dir, tmp_path):
+    off = Trainer(make_cfg(tiny_policy_dir, tmp_path / "off", "thr.mode=off"))
+    expected = plain_grpo_gradient(off, 0)
+    off.train_step(0)  # one mini-batch: .grad keeps the clipped gradient of the update
+    for k, v in off.model.named_parameters():
+        assert torch.allclose(v.grad, expected[k], rtol=1e-4, atol=1e-7), k
+    got = params(off.model)
+    p0 = Trainer(make_cfg(tiny_policy_dir, tmp_path / "p0", "thr.mode=reweight", "thr.p=0.0"))
+    p0.train_step(0)
+    assert all(torch.equal(v, got[k]) for k, v in params(p0.model).items())
+    steered = Trainer(make_cfg(tiny_policy_dir, tmp_path / "p5", "thr.mode=reweight", "thr.p=0.5"))
+    m = steered.train_step(0)
+    assert m["thr/frac_dominant"] > 0
+    assert any(not torch.equal(v, got[k]) for k, v in params(steered.model).items())
+
+
+def test_resume_continues_exactly(tiny_policy_dir, tmp_path):
+    over = ("steps=4", "save_every=2", "log.groups_every=0", "optim.ppo_epochs=2", "optim.mini_batches=2")
+    full = Trainer(make_cfg(tiny_policy_dir, tmp_path / "full", *over))
+    full.train()
+    part_dir = tmp_path / "part"
+    killed = Trainer(make_cfg(tiny_policy_dir, part_dir, *over))
+    real_step = killed.train_step
+
+    def dies_in_third_step(step):
+        out = real_step(step)
+        if step == 2:  # the update of step 3 happened, its log line and checkpoint did not
+            raise KeyboardInterrupt
+        return out
+
+    killed.train_step = dies_in_third_step
+    with pytest.raises(KeyboardInterrupt):
+        killed.train()
+    killed.logger.close()
+    resumed = Trainer(make_cfg(tiny_policy_dir, part_dir, *over, "resume=true"))
+    assert resumed.step == 2
+    resumed.train()
+    rows = lambda d: {r["step"]: r for r in map(json.loads, (d / "metrics.jsonl").read_text().splitlines()) if "loss/policy" in r}  # noqa: E731
+    a, b = rows(tmp_path / "full"), rows(part_dir)
+    assert sorted(a) == sorted(b) == [1, 2, 3, 4]
+    for step in (1, 2, 3, 4):
+        for key in ("reward/mean", "loss/policy", "thr/mean", "loss/grad_norm", "optim/lr"):
+            assert a[step][key] == pytest.approx(b[step][key], rel=1e-5, abs=1e-7), (step, key)
+    for k, v in params(full.model).items():
+        assert torch.allclose(v, params(resumed.model)[k], atol=1e-6), k
+
+
+def test_cli_writes_summary_and_final_model(tiny_policy_dir, tmp_path):
+    out = tmp_path / "run"
+    task = [f"embedded.{k}={v}" for k, v in TINY_TASK.items()]
+    rc = cli_main([
+        f"output_dir={out}", f"model.name_or_path={tiny_policy_dir}", "steps=2", "rollout.prompts_per_step=4",
+        "rollout.max_new_tokens=32", "optim.lr=1e-3", "eval.limit=12", "eval.n=8", "data.prompt_template=plain",
+        "log.progress=false", *task,
+    ])
+    assert rc == 0
+    summary = json.loads((out / "summary.json").read_text())
+    for key in ("base_greedy_accuracy", "final_greedy_accuracy", "base_pass_at_8", "final_pass_at_8", "wall_seconds"):
+        assert summary[key] is not None, key
+    assert 0 <= summary["base_pass_at_8"] <= 1 and summary["wall_seconds"] > 0
+    from transformers import AutoModelForCausalLM
+
+    assert AutoModelForCausalLM.from_pretrained(out / "final") is not None
+
+
+def test_gspo_token_and_kl_step_runs(tiny_policy_dir, tmp_path):
+    trainer = Trainer(make_cfg(tiny_policy_dir, tmp_path, "optim.loss_type=gspo_token", "optim.kl_coef=0.01",
+                               "optim.aggregation=seq-mean-token-mean", "thr.mode=dominant", "thr.p=0.2"))
+    m = trainer.train_step(0)
+    assert "loss/kl_ref" in m and m["loss/kl_ref"] >= 0
+
+
+@pytest.mark.parametrize(
+    "override, match",
+    [("thr.pp=0.2", "Did you mean 'p'"), ("optim.loss_typ=grpo", "loss_type"), ("thr.p=1.5", "thr.p must be in"),
+     ("thr.mode=sometimes", "thr.mode='sometimes' is not valid"), ("rollout.group_size=1", "group_size must be >= 2"),
+     ("steps=ten", "cannot read 'ten' as int")],
+)
+def test_config_errors_say_what_to_fix(override, match):
+    with pytest.raises(ValueError, match=match):
+        load_config(TrainConfig, [override])
