@@ -347,11 +347,11 @@ def load_file(
     return _unique_ids(problems)
 
 
-def load_arith(split: str = "test", seed: int = 0) -> list[Problem]:
-    """The built-in arithmetic task's split as Problems."""
+def load_arith(split: str = "test", seed: int = 0, **task: Any) -> list[Problem]:
+    """The built-in arithmetic task's split as Problems (``task``: ``ArithConfig`` fields)."""
     from thr.tasks.arith import load_split
 
-    rows = load_split(split, seed=seed)
+    rows = load_split(split, seed=seed, **task)
     problems = []
     for i, row in enumerate(rows):
         meta = {k: v for k, v in row.items() if k not in ("problem", "answer")}

@@ -88,20 +88,13 @@ def _slim(rec: dict[str, Any]) -> dict[str, Any]:
 def score_response(
     text: str, finish_reason: str, gold: str, *, score_truncated: bool = False
 ) -> tuple[bool, str | None]:
-    """(verdict, extracted answer). Empty responses and, unless ``score_truncated``, responses
-    cut at ``max_new_tokens`` are wrong; verifier errors count as wrong, never raise."""
-    from thr.verifier import extract_answer, verify
+    """(verdict, extracted answer), with the trainer's reward rules (``thr.rewards``): responses
+    cut at ``max_new_tokens`` are wrong unless ``score_truncated``; no answer is wrong."""
+    from thr.rewards import score_response as reward_of
+    from thr.verifier import extract_answer
 
-    try:
-        pred = extract_answer(text)
-    except Exception:  # the verifier promises not to raise; stay safe if it does
-        pred = None
-    if not text.strip() or (finish_reason == "length" and not score_truncated):
-        return False, pred
-    try:
-        return bool(verify(text, gold)), pred
-    except Exception:
-        return False, pred
+    verdict = reward_of(text, gold, finish_reason=finish_reason, truncated="verify" if score_truncated else "zero")
+    return verdict.correct, extract_answer(text)
 
 
 def _make_record(
@@ -342,33 +335,14 @@ class EvalConfig:
             raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
 
 
-def resolve_device_dtype(device: str = "auto", dtype: str = "auto") -> tuple[str, Any]:
-    """``auto`` -> CUDA when available else CPU; bf16 on CUDA, fp32 on CPU."""
-    import torch
-
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if dtype == "auto":
-        return device, torch.bfloat16 if device.startswith("cuda") else torch.float32
-    return device, getattr(torch, dtype)
-
-
 def load_model(
     name: str, *, device: str = "auto", dtype: str = "auto", trust_remote_code: bool = False
 ) -> tuple[Any, Any]:
-    """(model, tokenizer) from a local ``save_pretrained`` directory or a hub name."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """(model, tokenizer) from a local ``save_pretrained`` directory or a hub name, in eval mode."""
+    from thr.modeling import load_policy
 
-    device, torch_dtype = resolve_device_dtype(device, dtype)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(name, dtype=torch_dtype, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as err:
-        raise ValueError(
-            f"could not load model {name!r}: {err}. Pass a local directory written by save_pretrained, "
-            "or a hub name when the hub is reachable"
-        ) from None
-    return model.to(device).eval(), tokenizer
+    model, tokenizer = load_policy(name, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
+    return model.eval(), tokenizer
 
 
 def _sources(cfg: EvalConfig) -> list[list[Problem]]:

@@ -6,14 +6,7 @@ from typing import Any
 
 import torch
 
-from thr.data import Problem, load_problems
-
-
-def _arith_problems(split: str, task_kwargs: dict[str, Any]) -> list[Problem]:
-    from thr.tasks.arith import load_split
-
-    rows = load_split(split, **task_kwargs)
-    return [Problem(f"arith-{split}-{i}", r["problem"], r["answer"], "arith", {"solution": r["solution"]}) for i, r in enumerate(rows)]
+from thr.data import Problem, load_arith, load_problems
 
 
 def load_train_eval(cfg: Any) -> tuple[list[Problem], list[Problem]]:
@@ -28,7 +21,7 @@ def load_train_eval(cfg: Any) -> tuple[list[Problem], list[Problem]]:
 
     def load(source: str, split: str) -> list[Problem]:
         if source == "arith":
-            return _arith_problems(split, task)
+            return load_arith(split, **task)
         return load_problems(source, split=split or None, **fields)
 
     train = load(d.train, d.train_split)
