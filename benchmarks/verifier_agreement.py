@@ -60,6 +60,13 @@ def raw_math_verify(response: str, gold: Any) -> bool:
         return False
 
 
+def _timed_raw(response: str, gold: Any, times: list[float]) -> bool:
+    start = time.perf_counter()
+    result = raw_math_verify(response, gold)
+    times.append(time.perf_counter() - start)
+    return result
+
+
 def _timed_verify(response: str, gold: Any, times: list[float]) -> bool:
     from thr.verifier import verify
 
@@ -80,12 +87,12 @@ def _timing(times: list[float]) -> dict[str, float]:
     }
 
 
-def run_cases(tests: ModuleType, times: list[float]) -> dict[str, Any]:
+def run_cases(tests: ModuleType, times: list[float], raw_times: list[float]) -> dict[str, Any]:
     """Both verifiers on the labelled case table."""
     rows = []
     for response, gold, expected, label in tests.CASES:
         ours = _timed_verify(response, gold, times)
-        raw = raw_math_verify(response, gold)
+        raw = _timed_raw(response, gold, raw_times)
         rows.append((label, expected, ours, raw, response, gold))
     differ = [
         {
@@ -109,7 +116,9 @@ def run_cases(tests: ModuleType, times: list[float]) -> dict[str, Any]:
     }
 
 
-def run_benchmarks(tests: ModuleType, max_per_file: int, times: list[float]) -> dict[str, Any]:
+def run_benchmarks(
+    tests: ModuleType, max_per_file: int, times: list[float], raw_times: list[float]
+) -> dict[str, Any]:
     """Self pairs (should verify) and cross pairs (should not) from every benchmark file."""
     out: dict[str, Any] = {}
     for name, golds in tests.load_benchmark_golds(max_per_file=max_per_file).items():
@@ -126,7 +135,7 @@ def run_benchmarks(tests: ModuleType, max_per_file: int, times: list[float]) -> 
         for a, b, expected, kind in pairs:
             response = "Thus we get ... \\boxed{" + a + "}"
             ours = _timed_verify(response, b, times)
-            raw = raw_math_verify(response, b)
+            raw = _timed_raw(response, b, raw_times)
             ok["thr"] += ours == expected
             ok["math_verify"] += raw == expected
             if ours != raw:
@@ -153,12 +162,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     tests = _load_tests()
     verifier.verify("\\boxed{x+1}", "1+x")  # start the worker outside the timings
     case_times: list[float] = []
+    raw_case_times: list[float] = []
     calls0 = verifier._POOL.calls
-    cases = run_cases(tests, case_times)
+    cases = run_cases(tests, case_times, raw_case_times)
     case_worker = verifier._POOL.calls - calls0
     bench_times: list[float] = []
+    raw_bench_times: list[float] = []
     calls0 = verifier._POOL.calls
-    benches = run_benchmarks(tests, args.max_per_file, bench_times)
+    benches = run_benchmarks(tests, args.max_per_file, bench_times, raw_bench_times)
     bench_worker = verifier._POOL.calls - calls0
     report = {
         "cases": cases,
@@ -166,6 +177,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "timing": {
             "cases": {**_timing(case_times), "worker_share": round(case_worker / len(case_times), 3)},
             "benchmark_pairs": {**_timing(bench_times), "worker_share": round(bench_worker / len(bench_times), 3)},
+            "raw_math_verify_cases": _timing(raw_case_times),
+            "raw_math_verify_benchmark_pairs": _timing(raw_bench_times),
             "worker_starts": verifier._POOL.starts,
         },
     }

@@ -191,6 +191,8 @@ CASES: list[tuple[str, object, bool, str]] = [
     ("\\boxed{2516}", "2516_8", False, "base subscript dropped"),
     ("\\boxed{2516_{8}}", "2516_8", True, "base subscript braces"),
     ("\\boxed{x_2}", "x_1", False, "variable subscripts"),
+    ("\\boxed{\\frac{1}{3} E_{1}+\\frac{2}{3} E_{3}}", "\\frac{1}{3} E_{1}+\\frac{2}{3} E_{2}", False, "partial parse"),
+    ("\\boxed{\\frac{1}{3}}", "\\frac{1}{3} E_{1}", False, "partial parse drops symbol"),
     # --- choices and words
     ("\\boxed{\\text{(C)}}", "C", True, "choice letter in text"),
     ("\\boxed{(A)}", "A", True, "choice in parens"),

@@ -69,6 +69,7 @@ class Trainer:
         if path != cfg.model.name_or_path and self.template == "auto":
             self.template = "plain"  # the embedded model is trained on the plain template
         self.train_problems, self.eval_problems = load_train_eval(cfg)
+        format_prompt(self.tokenizer, self.train_problems[0].problem, self.template)  # fail now, not mid-run
         self.ref_model = self._make_reference() if cfg.optim.kl_coef > 0 else None
         params = [p for p in self.model.parameters() if p.requires_grad]
         o = cfg.optim
@@ -342,7 +343,10 @@ class Trainer:
         last_eval = self.base_metrics
         try:
             while self.step < cfg.steps:
-                metrics = self.train_step(self.step)
+                try:
+                    metrics = self.train_step(self.step)
+                except torch.OutOfMemoryError as err:
+                    raise RuntimeError(_OOM_HELP.format(step=self.step + 1, ckpt=ckpt.latest_checkpoint(self.out))) from err
                 self.step += 1
                 if cfg.eval.every and self.step % cfg.eval.every == 0 and self.step < cfg.steps:
                     last_eval = self.evaluate(self.step)
@@ -368,6 +372,11 @@ class Trainer:
         return summary
 
 
+_OOM_HELP = (
+    "out of memory in step {step}. Lower optim.micro_batch_size (update and old-policy pass), "
+    "rollout.batch_size (generation) or rollout.max_new_tokens, or set model.gradient_checkpointing=true; "
+    "then continue with resume=true (last checkpoint: {ckpt})."
+)
 _ADDITIVE = {"loss/policy", "loss/kl_ref", "loss/entropy", "loss/total"}
 
 

@@ -1,0 +1,258 @@
+"""``thr analyze``: sample groups from a model and look at the Token Hidden Reward of every token.
+
+For ``num_prompts`` problems it samples ``group_size`` responses each, verifies them, computes
+group advantages and, per token, THR, influence ``s``, the self-term ``||g||^2 ||h||^2``, entropy
+and probability (all under ``softmax(W h / temperature)``). It writes to ``output_dir``:
+
+- ``thr_density.png``: THR density of tokens of correct vs incorrect responses, with the share of
+  dominant tokens (the THR paper's Fig. 2);
+- ``overlap.png``: per-response overlap of the top-q% tokens by ``|THR|`` and by entropy (Fig. 3);
+- ``self_vs_thr.png``: self-term vs THR per token, with their correlations (the cross-token part);
+- ``heatmap.html``: every response of the first groups, tokens coloured by THR (hover: values);
+- ``groups.jsonl``: the per-token numbers; ``summary.json``: the numbers of every figure.
+
+Example: ``thr analyze --model embedded --data arith --group-size 8 --num-prompts 32``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from thr.config import load_config, to_dict
+from thr.embedded import EmbeddedConfig
+
+
+@dataclass
+class AnalyzeConfig:
+    """Options of ``thr analyze`` (``--key value`` or ``key=value``; dashes or underscores).
+
+    model: ``embedded`` (the built-in warm-started model, settings in ``embedded.*``), a local
+        ``save_pretrained`` directory or a hub name.
+    data: ``arith``, a packaged benchmark (``math500`` ...), a ``.jsonl``/``.parquet`` path or a
+        HF dataset name (see ``thr.data.load_problems``). split: its split (empty: default).
+    problem_field, answer_field: field names of file/HF rows (empty: auto-detect).
+    num_prompts: problems analysed (the first N). group_size: responses per problem, G.
+    temperature, top_p, max_new_tokens: sampling (THR uses the same temperature).
+    prompt_template: ``auto``, ``plain``, ``boxed``, ``qwen_math`` or ``chat`` (``plain`` is forced
+        for the embedded model, which is trained on it).
+    beta: NTHR threshold factor for dominant tokens. overlap_q: top fraction for the overlap.
+    min_tokens: shorter responses are left out of the overlap statistic.
+    heatmap_groups: groups rendered in ``heatmap.html`` (mixed groups first).
+    batch_size: sequences per generate call. micro_batch_size: sequences per scoring forward.
+    chunk_size, method: THR computation (``thr.core.token_influence``).
+    output_dir, seed, device, dtype, trust_remote_code: as in ``thr train``.
+    """
+
+    model: str = "embedded"
+    data: str = "arith"
+    split: str = ""
+    problem_field: str = ""
+    answer_field: str = ""
+    num_prompts: int = 32
+    group_size: int = 8
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 48
+    prompt_template: str = "auto"
+    beta: float = 1.0
+    overlap_q: float = 0.2
+    min_tokens: int = 5
+    heatmap_groups: int = 4
+    batch_size: int = 128
+    micro_batch_size: int = 64
+    chunk_size: int = 1024
+    method: str = "auto"
+    output_dir: str = "runs/analyze"
+    seed: int = 0
+    device: str = "auto"
+    dtype: str = "float32"
+    trust_remote_code: bool = False
+    progress: bool = True
+    embedded: EmbeddedConfig = field(default_factory=EmbeddedConfig)
+
+    def validate(self) -> "AnalyzeConfig":
+        if self.num_prompts < 1 or self.group_size < 2:
+            raise ValueError("need num_prompts >= 1 and group_size >= 2 (advantages compare responses of a group)")
+        if self.temperature <= 0 or not 0 < self.top_p <= 1:
+            raise ValueError("need temperature > 0 (THR divides logits by it) and 0 < top_p <= 1")
+        if not 0 < self.overlap_q <= 1:
+            raise ValueError(f"overlap_q must be in (0, 1], got {self.overlap_q}")
+        for name in ("max_new_tokens", "batch_size", "micro_batch_size", "chunk_size", "min_tokens"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.method not in ("auto", "mform", "pair"):
+            raise ValueError(f"method must be auto, mform or pair, got {self.method!r}")
+        if self.model == "embedded":
+            self.embedded.validate()
+        return self
+
+
+def load_model(cfg: AnalyzeConfig) -> tuple[Any, Any, str, dict[str, Any] | None]:
+    """``(model, tokenizer, prompt template, arith task settings or None)``."""
+    from thr.embedded import INFO_FILE, load_info, warm_start
+    from thr.modeling import load_policy
+
+    path, template, task = cfg.model, cfg.prompt_template, None
+    if cfg.model == "embedded":
+        path = str(warm_start(cfg.embedded, progress=cfg.progress))
+    if (Path(path) / INFO_FILE).is_file():  # a warm-started directory: its task and template
+        task = EmbeddedConfig(**load_info(path)["config"]).task_kwargs()
+        template = "plain"
+    model, tokenizer = load_policy(path, dtype=cfg.dtype, device=cfg.device, trust_remote_code=cfg.trust_remote_code)
+    return model.eval(), tokenizer, template, task
+
+
+def load_data(cfg: AnalyzeConfig, task: dict[str, Any] | None) -> list[Any]:
+    from thr.data import load_arith, load_problems
+
+    if cfg.data == "arith" and task is not None:
+        problems = load_arith(cfg.split or "test", **task)
+    else:
+        problems = load_problems(cfg.data, split=cfg.split or None, problem_field=cfg.problem_field or None,
+                                 answer_field=cfg.answer_field or None)
+    if not problems:
+        raise ValueError(f"data={cfg.data!r} gave no problems")
+    return problems[: cfg.num_prompts]
+
+
+def sample_groups(cfg: AnalyzeConfig, model: Any, tokenizer: Any, template: str, problems: list[Any]) -> tuple[list, list]:
+    """Sampled responses (flat, grouped contiguously) and their verified scores."""
+    from thr.generation import generate
+    from thr.prompts import format_prompt
+    from thr.rewards import score_response
+
+    prompts = [format_prompt(tokenizer, p.problem, template) for p in problems]
+    groups = generate(model, tokenizer, prompts, n=cfg.group_size, temperature=cfg.temperature, top_p=cfg.top_p,
+                      max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, seed=cfg.seed, progress=cfg.progress)
+    samples = [s for g in groups for s in g]
+    scores = [score_response(s.text, problems[s.prompt_index].answer, finish_reason=s.finish_reason) for s in samples]
+    return samples, scores
+
+
+def score_groups(cfg: AnalyzeConfig, model: Any, tokenizer: Any, problems: list[Any], samples: list, scores: list) -> list[dict]:
+    """Per-token THR records (the ``groups.jsonl`` layout) of the sampled groups."""
+    from thr.analysis.tokens import forward_statistics, group_records
+    from thr.core import group_advantages
+    from thr.rollout import build_batch
+
+    device = next(model.parameters()).device
+    rewards = torch.tensor([s.reward for s in scores], dtype=torch.float32)
+    correct = torch.tensor([s.correct for s in scores], dtype=torch.bool)
+    advantages, _ = group_advantages(rewards, group_size=cfg.group_size)
+    batch = build_batch([s.prompt_ids for s in samples], [s.response_ids for s in samples], tokenizer.pad_token_id, device)
+    stats = forward_statistics(model, batch, correct.to(device), advantages.to(device), group_size=cfg.group_size,
+                               temperature=cfg.temperature, beta=cfg.beta, chunk_size=cfg.chunk_size, method=cfg.method,
+                               micro_batch_size=cfg.micro_batch_size)
+    return group_records(problems, samples, scores, stats, advantages, batch.response_mask.cpu(), tokenizer, cfg.group_size)
+
+
+def summarize(records: list[dict[str, Any]], q: float = 0.2, min_tokens: int = 5) -> dict[str, Any]:
+    """The numbers of every figure (see :mod:`thr.analysis.stats`)."""
+    from thr.analysis import stats
+
+    responses = [r for g in records for r in g["responses"]]
+    return {
+        "groups": stats.group_kinds(records),
+        "responses": len(responses),
+        "accuracy": sum(bool(r["correct"]) for r in responses) / max(len(responses), 1),
+        "tokens": sum(len(r["thr"]) for r in responses),
+        "density": stats.thr_density(records),
+        "overlap": stats.overlap_distribution(records, q=q, min_tokens=min_tokens),
+        "self_term": stats.self_term_correlations(records),
+    }
+
+
+def write_outputs(out: Path, records: list[dict[str, Any]], summary: dict[str, Any], heatmap_groups: int) -> dict[str, str]:
+    """groups.jsonl, heatmap.html and the figures (when matplotlib is installed); returns the paths."""
+    from thr.analysis import figures
+    from thr.analysis.heatmap import heatmap_page, pick_groups
+
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / "groups.jsonl").open("w", encoding="utf-8") as f:
+        for rec in records:
+            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    files = {"groups": str(out / "groups.jsonl"), "heatmap": str(out / "heatmap.html")}
+    (out / "heatmap.html").write_text(heatmap_page(pick_groups(records, heatmap_groups), "THR heat map"), encoding="utf-8")
+    try:
+        files["thr_density"] = str(figures.plot_density(summary["density"], out / "thr_density.png"))
+        files["overlap"] = str(figures.plot_overlap(summary["overlap"], out / "overlap.png"))
+        if summary["self_term"].get("available"):
+            files["self_vs_thr"] = str(figures.plot_self_term(summary["self_term"], out / "self_vs_thr.png"))
+    except ImportError as err:
+        print(f"thr analyze: figures skipped ({err})", file=sys.stderr)
+    return files
+
+
+def run_analyze(cfg: AnalyzeConfig) -> dict[str, Any]:
+    """Run the whole analysis; returns the summary written to ``output_dir/summary.json``."""
+    cfg.validate()
+    out = Path(cfg.output_dir)
+    times: dict[str, float] = {}
+    t0 = time.perf_counter()
+    model, tokenizer, template, task = load_model(cfg)
+    problems = load_data(cfg, task)
+    times["load"] = time.perf_counter() - t0
+    samples, scores = sample_groups(cfg, model, tokenizer, template, problems)
+    times["sample"] = time.perf_counter() - t0 - times["load"]
+    t1 = time.perf_counter()
+    records = score_groups(cfg, model, tokenizer, problems, samples, scores)
+    times["thr"] = time.perf_counter() - t1
+    summary = summarize(records, q=cfg.overlap_q, min_tokens=cfg.min_tokens)
+    summary["config"] = to_dict(cfg)
+    summary["seconds"] = {k: round(v, 3) for k, v in times.items()}
+    summary["files"] = write_outputs(out, records, summary, cfg.heatmap_groups)
+    (out / "summary.json").write_text(json.dumps(clean_json(summary), indent=1) + "\n")
+    return summary
+
+
+def clean_json(value: Any) -> Any:
+    """``value`` with non-finite floats replaced by None (strict JSON)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: clean_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [clean_json(v) for v in value]
+    return value
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """A few lines for the terminal."""
+    d, o, s = summary["density"], summary["overlap"], summary["self_term"]
+    g = summary["groups"]
+    lines = [
+        f"groups: {g['mixed']} mixed, {g['all_correct']} all correct, {g['all_incorrect']} all incorrect; "
+        f"accuracy {summary['accuracy']:.1%}, {summary['tokens']} tokens",
+        f"THR > 0: correct {d['correct']['frac_positive']:.1%}, incorrect {d['incorrect']['frac_positive']:.1%}; "
+        f"dominant tokens {d['frac_dominant']:.1%}",
+        f"top-{o['q']:.0%} |THR| vs entropy overlap: mean {o['all']['mean']:.2f} (chance {o['all']['chance_mean']:.2f}) "
+        f"over {o['all']['responses']} responses",
+    ]
+    if s.get("available"):
+        rho = s["self_vs_abs_thr"]["spearman"]
+        lines.append(f"spearman(self-term, |THR|) = {rho if rho is None else round(rho, 3)}; "
+                     f"cross-token share (correct) {s['cross_share_correct']:.1%}")
+    lines.append("files: " + ", ".join(summary["files"].values()))
+    return "\n".join(lines)
+
+
+def cli_main(argv: list[str] | None = None) -> int:
+    """Entry point of ``thr analyze``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if any(a in ("-h", "--help", "help") for a in argv):
+        print(__doc__)
+        print((AnalyzeConfig.__doc__ or "").rstrip())
+        return 0
+    torch.manual_seed(0)
+    cfg = load_config(AnalyzeConfig, argv)
+    summary = run_analyze(cfg)
+    print(format_summary(summary))
+    return 0
