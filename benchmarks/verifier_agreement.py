@@ -13,7 +13,7 @@ Prints one JSON object:
   ``... \\boxed{PRED}``: ``self`` (the gold itself, should verify), ``cross`` (a neighbouring
   different gold, should not), ``reformatted`` (a value-preserving rewrite of the gold:
   ``\\dfrac``, ``\\left(``, separators, ``.0``, reordered bare lists; should verify) and
-  ``perturbed`` (last digit changed; should not). Correct counts for both verifiers, agreement,
+  ``perturbed`` (first digit changed; should not). Correct counts for both verifiers, agreement,
   and the disagreements.
 - ``timing``: mean / median / p99 wall time of one ``thr.verify`` call on the case table and on
   the benchmark pairs (warm worker), and the share of calls that reached the sympy worker.
@@ -61,6 +61,7 @@ def raw_math_verify(response: str, gold: Any) -> bool:
 
 
 def _timed_raw(response: str, gold: Any, times: list[float]) -> bool:
+    """:func:`raw_math_verify`, appending its wall time to ``times``."""
     start = time.perf_counter()
     result = raw_math_verify(response, gold)
     times.append(time.perf_counter() - start)
@@ -68,6 +69,7 @@ def _timed_raw(response: str, gold: Any, times: list[float]) -> bool:
 
 
 def _timed_verify(response: str, gold: Any, times: list[float]) -> bool:
+    """``thr.verify``, appending its wall time to ``times``."""
     from thr.verifier import verify
 
     start = time.perf_counter()
@@ -77,6 +79,7 @@ def _timed_verify(response: str, gold: Any, times: list[float]) -> bool:
 
 
 def _timing(times: list[float]) -> dict[str, float]:
+    """Mean / median / p99 / max of a list of call times, in ms."""
     ordered = sorted(times)
     return {
         "calls": len(times),

@@ -25,6 +25,8 @@ from .core import (  # noqa: E402  (torch only)
 
 _LAZY = {
     "verify": ("thr.verifier", "verify"),
+    "verify_batch": ("thr.verifier", "verify_batch"),
+    "extract_answer": ("thr.verifier", "extract_answer"),
 }
 
 

@@ -1,14 +1,17 @@
-"""String-level helpers for the math verifier: answer extraction and LaTeX normalisation.
+"""Helpers for the math verifier: answer extraction, LaTeX normalisation, exact numbers, and
+the sympy-side guards that run inside the verifier's worker process.
 
-Everything here is pure ``re``/``fractions`` code with bounded work per call, so it is safe to run
-in-process on every completion (no sympy, no risk of hanging). :mod:`thr.verifier` builds the
-public API on top of it.
+Everything up to the "sympy-side guards" section is pure ``re``/``fractions`` code with bounded
+work per call, safe to run in-process on every completion (no sympy, no risk of hanging). The
+guards import sympy lazily and only ever run in the worker subprocess, under its timeout.
+:mod:`thr.verifier` builds the public API on top of this module.
 """
 
 from __future__ import annotations
 
 import re
 from fractions import Fraction
+from typing import Any
 
 # ----------------------------------------------------------------------------- extraction
 
@@ -383,3 +386,97 @@ def is_word_answer(s: str) -> bool:
 def word_key(s: str) -> str:
     """Case- and punctuation-insensitive key of a word answer."""
     return re.sub(r"[^a-z]", "", s.lower())
+
+
+# ----------------------------------------------------------------------------- sympy-side guards (worker only)
+
+
+_ENV_RE = re.compile(r"\\(?:begin|end|mathbb|mathcal|mathbf|mathrm|operatorname|text)\s*\{[^{}]*\}")
+_VAR_TOKEN_RE = re.compile(r"(?<![A-Za-z\\])([A-Za-z])(_\{[^{}]*\}|_[A-Za-z0-9])?")
+
+
+def parse_is_complete(latex: str, expr: Any) -> bool:
+    """Guard against partial parses (math_verify turns ``\\frac{1}{3}E_{1}`` into ``1/3``):
+    every variable letter written in ``latex`` must survive as a symbol or function name.
+    ``e``/``E``/``i``/``I`` alone may be constants and are not required."""
+    from sympy import Basic
+    from sympy.core.function import AppliedUndef
+
+    if not isinstance(expr, Basic):
+        return True
+    raw_names = [str(sym) for sym in expr.free_symbols]
+    raw_names += [str(f.func) for f in expr.atoms(AppliedUndef)]
+    names = set()
+    for name in raw_names:  # first letter after any LaTeX command, e.g. "\\dot{x}_{0}" -> "x"
+        m = re.search(r"[A-Za-z]", re.sub(r"\\[A-Za-z]+", "", name))
+        if m:
+            names.add(m.group().lower())
+    stripped = re.sub(r"\\[A-Za-z]+", " ", _ENV_RE.sub(" ", latex))
+    for letter, sub in _VAR_TOKEN_RE.findall(stripped):
+        if not sub and letter in "eEiI":
+            continue
+        if letter.lower() not in names:
+            return False
+    return True
+
+
+_PROBE_POINTS = (0.5371, 1.2839, 0.7713)
+
+
+def _probe_values(expr: Any, symbols: list[Any]) -> list[complex] | None:
+    """``expr`` evaluated at a few fixed points of its free symbols; None if not numeric."""
+    values = []
+    for k in range(len(_PROBE_POINTS)):
+        point = {sym: _PROBE_POINTS[(k + i) % len(_PROBE_POINTS)] + 0.1 * i for i, sym in enumerate(symbols)}
+        val = complex(expr.evalf(15, subs=point))
+        if val != val or abs(val) == float("inf"):
+            return None
+        values.append(val)
+    return values
+
+
+def _constants_differ(g: Any, p: Any) -> bool:
+    """Two symbol-free numbers differ at 50 digits (relative 1e-30 when both are exact,
+    2e-6 when a float is involved): catches ``1/2^98`` vs ``1/2^99`` and ``1/2006!`` vs
+    ``1/2004!``, which math_verify's 6-decimal rounding accepts."""
+    from sympy import Float
+
+    vg, vp = g.evalf(50), p.evalf(50)
+    if not (vg.is_number and vp.is_number) or vg.has(Float("nan")):
+        return False
+    scale = max(abs(vg), abs(vp))
+    if scale == 0 or not scale.is_finite:
+        return False
+    tol = 2e-6 if (g.atoms(Float) or p.atoms(Float)) else 1e-30
+    return bool(abs(vg - vp) / scale > tol)
+
+
+def numerically_different(g: Any, p: Any) -> bool:
+    """Cheap refutation before sympy ``simplify``: True only when the two expressions (or the
+    two sides-differences of two equations) evaluate differently at fixed points of their free
+    symbols. Undefined functions like ``f(t)`` are treated as extra symbols."""
+    from sympy import Dummy, Eq, Expr
+    from sympy.core.function import AppliedUndef
+
+    if isinstance(g, Eq) and isinstance(p, Eq):
+        g, p, ratio = g.lhs - g.rhs, p.lhs - p.rhs, True
+    elif isinstance(g, Expr) and isinstance(p, Expr):
+        ratio = False
+    else:
+        return False
+    if not (g.free_symbols or p.free_symbols):
+        return False if ratio else _constants_differ(g, p)
+    undef = {str(f): f for f in (g.atoms(AppliedUndef) | p.atoms(AppliedUndef))}
+    if undef:
+        repl = {f: Dummy(name) for name, f in undef.items()}
+        g, p = g.xreplace(repl), p.xreplace(repl)
+    symbols = sorted(g.free_symbols | p.free_symbols, key=str)
+    vg, vp = _probe_values(g, symbols), _probe_values(p, symbols)
+    if vg is None or vp is None:
+        return False
+    if ratio:
+        if any(abs(b) < 1e-12 for b in vp):
+            return False
+        vg = [a / b for a, b in zip(vg, vp)]
+        vp = [vg[0]] * len(vg)
+    return any(abs(a - b) > max(1e-6 * max(abs(a), abs(b)), 1e-12) for a, b in zip(vg, vp))

@@ -251,47 +251,6 @@ def sft_train(
     return losses
 
 
-def _sample_texts(
-    model: Any,
-    tokenizer: Any,
-    prompts: list[str],
-    *,
-    n: int,
-    temperature: float,
-    max_new_tokens: int,
-    seed: int,
-    batch_size: int = 256,
-) -> list[list[tuple[str, bool]]]:
-    """``n`` completions per prompt as ``(text, ended_with_eos)``; temperature 0 is greedy."""
-    out: list[list[tuple[str, bool]]] = []
-    eos = tokenizer.eos_token_id
-    old_side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    try:
-        with torch.random.fork_rng(devices=[]), torch.no_grad():
-            torch.manual_seed(seed)
-            per_batch = max(1, batch_size // n)
-            for start in range(0, len(prompts), per_batch):
-                enc = tokenizer(prompts[start : start + per_batch], return_tensors="pt", padding=True)
-                kwargs: dict[str, Any] = {"do_sample": False}
-                if temperature > 0:
-                    kwargs = {"do_sample": True, "temperature": temperature, "top_p": 1.0, "top_k": 0}
-                seqs = model.generate(
-                    **enc,
-                    max_new_tokens=max_new_tokens,
-                    num_return_sequences=n,
-                    pad_token_id=tokenizer.pad_token_id,
-                    eos_token_id=eos,
-                    **kwargs,
-                )
-                gen = seqs[:, enc["input_ids"].shape[1] :].tolist()
-                items = [(tokenizer.decode(g, skip_special_tokens=True), eos in g) for g in gen]
-                out.extend(items[i : i + n] for i in range(0, len(items), n))
-    finally:
-        tokenizer.padding_side = old_side
-    return out
-
-
 def evaluate_policy(
     model: Any,
     tokenizer: Any,
@@ -309,17 +268,26 @@ def evaluate_policy(
     completions: the groups GRPO learns from), ``boxed`` (completions with a ``\\boxed{}`` that
     end with eos) and ``n_problems``. Scored with ``thr.verifier.verify``.
     """
+    from thr.generation import generate
     from thr.prompts import format_prompt
     from thr.verifier import verify
 
     if not problems:
         return {"accuracy": 0.0, "pass_at_k": 0.0, "mixed": 0.0, "boxed": 0.0, "n_problems": 0}
     prompts = [format_prompt(tokenizer, p["problem"], PROMPT_TEMPLATE) for p in problems]
-    samples = _sample_texts(
-        model, tokenizer, prompts, n=k, temperature=temperature, max_new_tokens=max_new_tokens, seed=seed
+    samples = generate(
+        model,
+        tokenizer,
+        prompts,
+        n=k,
+        temperature=temperature,
+        top_p=1.0,
+        max_new_tokens=max_new_tokens,
+        batch_size=256,
+        seed=seed,
     )
-    right = [[verify(text, p["answer"]) for text, _ in group] for group, p in zip(samples, problems)]
-    formed = [("\\boxed{" in text and done) for group in samples for text, done in group]
+    right = [[verify(s.text, p["answer"]) for s in group] for group, p in zip(samples, problems)]
+    formed = [("\\boxed{" in s.text and s.finish_reason == "stop") for group in samples for s in group]
     n = len(problems)
     return {
         "accuracy": sum(map(sum, right)) / (n * k),

@@ -34,17 +34,25 @@ from thr._latex_norm import (
     bracketed,
     extract_from_text,
     is_word_answer,
-    normalize_answer,
+    normalize_answer,  # noqa: F401 - re-exported API
     normalize_core,
+    numerically_different,
+    parse_is_complete,
     rationals_match,
     split_assignment,
     split_top,
     word_key,
 )
 
-__all__ = ["extract_answer", "normalize_answer", "verify", "verify_batch", "shutdown_worker"]
+__all__ = ["extract_answer", "normalize_answer", "verify", "verify_batch", "warmup", "shutdown_worker"]
 
 _WORKER_START_TIMEOUT_S = 120.0
+# The worker needs only this module and thr._latex_norm: register ``thr`` as a bare package
+# pointing at its directory so that thr/__init__.py (which may import torch) is not executed.
+_WORKER_BOOT = (
+    "import sys, types; pkg = types.ModuleType('thr'); pkg.__path__ = [sys.argv[1]]; "
+    "sys.modules['thr'] = pkg; from thr.verifier import _worker_main; _worker_main()"
+)
 
 
 # ----------------------------------------------------------------------------- extraction
@@ -111,6 +119,7 @@ class _Worker:
     """
 
     def __init__(self) -> None:
+        """No process yet: it is spawned on first use."""
         self._proc: subprocess.Popen[bytes] | None = None
         self._ready = False
         self._buf = b""
@@ -120,12 +129,11 @@ class _Worker:
         self.starts = 0  # processes spawned, e.g. after a timeout kill
 
     def _spawn(self) -> None:
-        src_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        """Start the subprocess (does not wait for it to be ready)."""
         env = dict(os.environ)
-        env["PYTHONPATH"] = src_root + os.pathsep + env.get("PYTHONPATH", "")
         env.setdefault("OMP_NUM_THREADS", "1")
         self._proc = subprocess.Popen(
-            [sys.executable, "-c", "from thr.verifier import _worker_main; _worker_main()"],
+            [sys.executable, "-c", _WORKER_BOOT, os.path.dirname(os.path.abspath(__file__))],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
@@ -136,6 +144,7 @@ class _Worker:
         self.starts += 1
 
     def _ensure_ready(self) -> None:
+        """Spawn if needed and wait for the worker's ``ready`` line."""
         if self._proc is None or self._proc.poll() is not None:
             self._spawn()
         if not self._ready:
@@ -145,6 +154,7 @@ class _Worker:
             self._ready = True
 
     def _readline(self, timeout_s: float) -> Any:
+        """Next JSON line from the worker, or None on timeout/EOF."""
         assert self._proc is not None and self._proc.stdout is not None
         fd = self._proc.stdout.fileno()
         deadline = time.monotonic() + timeout_s
@@ -207,12 +217,14 @@ class _Pool:
     else a shared one (its lock serialises). Single-threaded use needs only one process."""
 
     def __init__(self, max_workers: int) -> None:
+        """An empty pool; workers are created on demand."""
         self.max_workers = max(1, max_workers)
         self.workers: list[_Worker] = []
         self._lock = threading.Lock()
         self._turn = 0
 
     def checkout(self) -> _Worker:
+        """An idle worker, a new one (below the cap) or a shared one; release it after use."""
         with self._lock:
             for w in self.workers:
                 if not w.busy:
@@ -227,10 +239,12 @@ class _Pool:
             return self.workers[self._turn]
 
     def release(self, w: _Worker) -> None:
+        """Mark a checked-out worker idle again."""
         with self._lock:
             w.busy = False
 
     def compare(self, gold: str, pred: str, timeout_s: float) -> bool:
+        """:meth:`_Worker.compare` on a checked-out worker."""
         w = self.checkout()
         try:
             return w.compare(gold, pred, timeout_s)
@@ -238,20 +252,24 @@ class _Pool:
             self.release(w)
 
     def close(self) -> None:
+        """Kill every worker process."""
         for w in list(self.workers):
             w.close()
 
     def forget(self) -> None:
+        """After ``fork()`` in the child: drop the parent's processes (see :meth:`_Worker.forget`)."""
         self._lock = threading.Lock()
         for w in self.workers:
             w.forget()
 
     @property
     def calls(self) -> int:
+        """Comparisons sent to workers so far."""
         return sum(w.calls for w in self.workers)
 
     @property
     def starts(self) -> int:
+        """Worker processes spawned so far."""
         return sum(w.starts for w in self.workers)
 
 
@@ -261,42 +279,24 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_POOL.forget)
 
 
+def warmup() -> None:
+    """Start the first sympy worker in the background (non-blocking), so that the first
+    ``verify`` that needs sympy does not wait for its imports. Optional."""
+    w = _POOL.checkout()
+    try:
+        with w._lock:
+            if w._proc is None or w._proc.poll() is not None:
+                w._spawn()
+    finally:
+        _POOL.release(w)
+
+
 def shutdown_worker() -> None:
     """Stop the sympy worker subprocesses (they restart on demand)."""
     _POOL.close()
 
 
 _PARSE_CACHE: dict[str, list[Any]] = {}
-_PROBE_POINTS = (0.5371, 1.2839, 0.7713)
-
-
-_ENV_RE = re.compile(r"\\(?:begin|end|mathbb|mathcal|mathbf|mathrm|operatorname|text)\s*\{[^{}]*\}")
-_VAR_TOKEN_RE = re.compile(r"(?<![A-Za-z\\])([A-Za-z])(_\{[^{}]*\}|_[A-Za-z0-9])?")
-
-
-def _parse_is_complete(latex: str, expr: Any) -> bool:
-    """Guard against partial parses (math_verify turns ``\\frac{1}{3}E_{1}`` into ``1/3``):
-    every variable letter written in ``latex`` must survive as a symbol or function name.
-    ``e``/``E``/``i``/``I`` alone may be constants and are not required."""
-    from sympy import Basic
-    from sympy.core.function import AppliedUndef
-
-    if not isinstance(expr, Basic):
-        return True
-    raw_names = [str(sym) for sym in expr.free_symbols]
-    raw_names += [str(f.func) for f in expr.atoms(AppliedUndef)]
-    names = set()
-    for name in raw_names:  # first letter after any LaTeX command, e.g. "\\dot{x}_{0}" -> "x"
-        m = re.search(r"[A-Za-z]", re.sub(r"\\[A-Za-z]+", "", name))
-        if m:
-            names.add(m.group().lower())
-    stripped = re.sub(r"\\[A-Za-z]+", " ", _ENV_RE.sub(" ", latex))
-    for letter, sub in _VAR_TOKEN_RE.findall(stripped):
-        if not sub and letter in "eEiI":
-            continue
-        if letter.lower() not in names:
-            return False
-    return True
 
 
 def _mv_parse(answer: str) -> list[Any]:
@@ -309,71 +309,12 @@ def _mv_parse(answer: str) -> list[Any]:
 
     cfg = [LatexExtractionConfig(boxed_match_priority=0)]
     parsed = parse("\\boxed{" + answer + "}", extraction_config=cfg, parsing_timeout=None)
-    if parsed and not _parse_is_complete(answer, parsed[0]):
+    if parsed and not parse_is_complete(answer, parsed[0]):
         parsed = []
     if len(_PARSE_CACHE) > 4096:
         _PARSE_CACHE.clear()
     _PARSE_CACHE[answer] = parsed
     return parsed
-
-
-def _probe_values(expr: Any, symbols: list[Any]) -> list[complex] | None:
-    """``expr`` evaluated at a few fixed points of its free symbols; None if not numeric."""
-    values = []
-    for k in range(len(_PROBE_POINTS)):
-        point = {sym: _PROBE_POINTS[(k + i) % len(_PROBE_POINTS)] + 0.1 * i for i, sym in enumerate(symbols)}
-        val = complex(expr.evalf(15, subs=point))
-        if val != val or abs(val) == float("inf"):
-            return None
-        values.append(val)
-    return values
-
-
-def _constants_differ(g: Any, p: Any) -> bool:
-    """Two symbol-free numbers differ at 50 digits (relative 1e-30 when both are exact,
-    2e-6 when a float is involved): catches ``1/2^98`` vs ``1/2^99`` and ``1/2006!`` vs
-    ``1/2004!``, which math_verify's 6-decimal rounding accepts."""
-    from sympy import Float
-
-    vg, vp = g.evalf(50), p.evalf(50)
-    if not (vg.is_number and vp.is_number) or vg.has(Float("nan")):
-        return False
-    scale = max(abs(vg), abs(vp))
-    if scale == 0 or not scale.is_finite:
-        return False
-    tol = 2e-6 if (g.atoms(Float) or p.atoms(Float)) else 1e-30
-    return bool(abs(vg - vp) / scale > tol)
-
-
-def _numerically_different(g: Any, p: Any) -> bool:
-    """Cheap refutation before sympy ``simplify``: True only when the two expressions (or the
-    two sides-differences of two equations) evaluate differently at fixed points of their free
-    symbols. Undefined functions like ``f(t)`` are treated as extra symbols."""
-    from sympy import Dummy, Eq, Expr
-    from sympy.core.function import AppliedUndef
-
-    if isinstance(g, Eq) and isinstance(p, Eq):
-        g, p, ratio = g.lhs - g.rhs, p.lhs - p.rhs, True
-    elif isinstance(g, Expr) and isinstance(p, Expr):
-        ratio = False
-    else:
-        return False
-    if not (g.free_symbols or p.free_symbols):
-        return False if ratio else _constants_differ(g, p)
-    undef = {str(f): f for f in (g.atoms(AppliedUndef) | p.atoms(AppliedUndef))}
-    if undef:
-        repl = {f: Dummy(name) for name, f in undef.items()}
-        g, p = g.xreplace(repl), p.xreplace(repl)
-    symbols = sorted(g.free_symbols | p.free_symbols, key=str)
-    vg, vp = _probe_values(g, symbols), _probe_values(p, symbols)
-    if vg is None or vp is None:
-        return False
-    if ratio:
-        if any(abs(b) < 1e-12 for b in vp):
-            return False
-        vg = [a / b for a, b in zip(vg, vp)]
-        vp = [vg[0]] * len(vg)
-    return any(abs(a - b) > max(1e-6 * max(abs(a), abs(b)), 1e-12) for a, b in zip(vg, vp))
 
 
 def _mv_compare(gold: str, pred: str) -> bool:
@@ -384,7 +325,7 @@ def _mv_compare(gold: str, pred: str) -> bool:
     if not g or not p:
         return False
     try:
-        if _numerically_different(g[0], p[0]):
+        if numerically_different(g[0], p[0]):
             return False
     except Exception:  # noqa: BLE001 - the probe is only a shortcut
         pass
@@ -405,6 +346,7 @@ def _worker_main() -> None:
     os.dup2(2, 1)  # stray prints must not corrupt the protocol
 
     def _on_alarm(signum: int, frame: Any) -> None:
+        """SIGALRM handler: abort the current comparison."""
         raise _Alarm()
 
     signal.signal(signal.SIGALRM, _on_alarm)

@@ -2,7 +2,9 @@
 
 Nothing is fetched from the network. Chart data travel as JSON in a ``<script type=
 "application/json" id="thr-data">`` block; the page draws every chart into its ``<div
-class="chart">`` and then sets ``data-rendered`` on ``<body>`` to the number of charts drawn.
+class="chart">`` and then sets ``data-rendered`` on ``<body>`` to the number of charts drawn (a
+chart that fails shows its error in place, is logged with ``console.error`` and counted in
+``data-failed``; the others are still drawn).
 Uncaught errors are collected in ``data-errors`` on ``<html>`` (checked by the browser test).
 """
 
@@ -104,7 +106,8 @@ JS_CHARTS = r"""
     var ymin=spec.ymin!==undefined?Math.min(spec.ymin,Math.min.apply(null,ysAll)):Math.min.apply(null,ysAll);
     var ymax=Math.max.apply(null,ysAll);
     var xs=scale(xmin,xmax,M.l+4,W-M.r-4), ys=scale(ymin,ymax,H-M.b,M.t);
-    axes(svg,xs,ys,spec.xlabel,spec.ylabel,xs.ticks.map(function(v){return [xs.f(v),fmt(inv(v))];}));
+    var xt=xs.ticks.filter(function(v){return !spec.xint||Math.abs(v-Math.round(v))<1e-9;});
+    axes(svg,xs,ys,spec.xlabel,spec.ylabel,xt.map(function(v){return [xs.f(v),fmt(inv(v))];}));
     spec.series.forEach(function(s,si){var c=s.color||COLORS[si%COLORS.length], d='', pen=false, n=0;
       s.x.forEach(function(x,i){var y=s.y[i]; if(y===null){pen=false;return;} d+=(pen?'L':'M')+xs.f(x).toFixed(1)+','+ys.f(y).toFixed(1); pen=true; n++;});
       el('path',{d:d,fill:'none',stroke:c,'stroke-width':1.8,'class':'series'},svg);
@@ -129,10 +132,12 @@ JS_CHARTS = r"""
 
 JS_MAIN = r"""
 (function(){
-  var data=JSON.parse(document.getElementById('thr-data').textContent), drawn=0;
+  var data=JSON.parse(document.getElementById('thr-data').textContent), drawn=0, failed=0;
   (data.charts||[]).forEach(function(spec){var div=document.getElementById(spec.id);
-    window.THRCharts[spec.kind](div,spec); drawn++;});
+    try{window.THRCharts[spec.kind](div,spec); drawn++;}
+    catch(err){failed++; div.textContent='chart failed: '+err.message; console.error('chart '+spec.id+': '+err.message);}});
   document.body.setAttribute('data-rendered',String(drawn));
+  if(failed) document.body.setAttribute('data-failed',String(failed));
   document.title=document.title+' \u2713';
 })();
 """

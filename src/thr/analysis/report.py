@@ -51,7 +51,7 @@ def _line(cid: str, title: str, rows: list[dict[str, Any]], keys: list[tuple[str
     found = [s for s in (series(rows, k, n) for k, n in keys) if s is not None]
     if not found:
         return None
-    return {"id": cid, "kind": "line", "title": title, "xlabel": "step", "series": found, **extra}
+    return {"id": cid, "kind": "line", "title": title, "xlabel": "step", "xint": True, "series": found, **extra}
 
 
 def pass_keys(rows: list[dict[str, Any]]) -> list[str]:
@@ -123,8 +123,8 @@ def group_charts(groups: list[dict[str, Any]], q: float = 0.2) -> tuple[list[dic
     if ov["all"]["responses"]:
         oe = ov["bin_edges"]
         charts.append({"id": "c-overlap", "kind": "bar", "title": f"Top-{q:.0%} |THR| vs entropy overlap per response",
-                       "xlabel": "overlap", "note": f"{ov['definition']}; mean {ov['all']['mean']:.2f}, chance {ov['all']['chance_mean']:.2f}",
-                       "categories": [f"{a:.1f}\u2013{b:.1f}" for a, b in zip(oe[:-1], oe[1:])],
+                       "xlabel": "overlap (bin centre)", "note": f"{ov['definition']}; mean {ov['all']['mean']:.2f}, chance {ov['all']['chance_mean']:.2f}",
+                       "categories": [f"{(a + b) / 2:.2f}" for a, b in zip(oe[:-1], oe[1:])],
                        "series": [{"name": "correct", "values": ov["correct"]["hist_counts"], "color": "#1a9850"},
                                   {"name": "incorrect", "values": ov["incorrect"]["hist_counts"], "color": "#d73027"}]})
     return charts, numbers

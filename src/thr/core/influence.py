@@ -7,22 +7,28 @@ predicts token ``y_{j,k}``), unembedding ``W [V, d]`` and temperature ``tau``::
     s_{j,k}  = <d ln pi(y_{j,k}) / dW, sum_{i in P} d ln pi(y_i) / dW>
              = tau^-2 * sum_{i in P} sum_k' <g_{i,k'}, g_{j,k}> <h_{i,k'}, h_{j,k}>
 
-Two exact algorithms, neither of which builds ``[G, T, V]``:
+Two exact algorithms, neither of which builds ``[G, T, V]``. With N valid tokens, N+ of them
+in positive responses (processed first), in multiply-adds (one LM-head product is ``N V d``):
 
-- M-form: ``M = sum_{i in P, k'} g h^T`` (``[V, d]``), then ``s = g^T M h``. About
-  ``2 V d (N + N+)`` multiply-adds for N valid tokens, N+ of them in positive responses.
-- pair-form: ``<g, g'> = [y = y'] - pi'[y] - pi[y'] + <pi, pi'>`` against the stored
-  positive probabilities ``[N+, V]``. About ``V d (N + N+) + N N+ (V + d)``; cheaper when the
-  token counts are below ``d``, and only used while ``N+ * V`` fits ``max_pair_elements``.
+- M-form: ``M = sum_{i in P, k'} g h^T = E^T H+ - P+^T H+`` (``[V, d]``), then
+  ``s = (M[y] - pi^T M) . h``. Cost ``V d (N + N+)`` plus the logits ``V d (N + R)``, where R
+  counts the positive tokens whose probabilities did not fit ``max_kept_elements`` and are
+  recomputed: ``(2 + N+/N) x`` the LM-head product when they are all kept.
+- pair-form: ``<g, g'> = [y = y'] - pi'[y] - pi[y'] + <pi, pi'>`` against the stored positive
+  probabilities ``P+ [N+, V]``. Cost ``V d N + N N+ (V + d)``; cheaper when the token counts
+  are below ``d``, and only used while ``N+ * V`` fits ``max_pair_elements``.
 
-Both stream over ``chunk_size`` tokens at a time, recomputing probabilities from ``h`` and
-``W``: peak extra memory is ``O(V d + chunk_size V)``. Computation is in float64 for float64
-inputs and in float32 otherwise (bf16/fp16 inputs are upcast; results are float32).
+Both stream over ``chunk_size`` tokens into reused buffers: peak extra memory is
+``O(V d + chunk_size V)`` plus the kept probabilities (at most ``max_kept_elements``).
+When ``logits`` (``[G, T, V]``, e.g. from the old-log-prob forward) are passed, the
+probabilities are taken from them and no logits product is done: the M-form then costs
+``V d (N + N+)``. Computation is in float64 for float64 inputs and in float32 otherwise
+(bf16/fp16 inputs are upcast, so every product accumulates in float32; results are float32).
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Callable, Literal
 
 import torch
 
@@ -31,10 +37,12 @@ from .advantages import resolve_group_ids
 
 Method = Literal["auto", "mform", "pair"]
 DEFAULT_CHUNK = 1024
+DEFAULT_KEPT_ELEMENTS = 1 << 28  # float32 probabilities of positive tokens kept (1 GiB)
+ProbFn = Callable[[int, int, "torch.Tensor | None"], torch.Tensor]
 
 
-def _compute_dtype(*tensors: torch.Tensor) -> torch.dtype:
-    return torch.float64 if any(t.dtype == torch.float64 for t in tensors) else torch.float32
+def _compute_dtype(*tensors: torch.Tensor | None) -> torch.dtype:
+    return torch.float64 if any(t is not None and t.dtype == torch.float64 for t in tensors) else torch.float32
 
 
 def _validate_group(
@@ -86,77 +94,198 @@ def _validate_group(
     return mask, pos
 
 
-def _probs(h: torch.Tensor, W: torch.Tensor, temperature: float) -> torch.Tensor:
-    """``softmax(h W^T / temperature)`` for a chunk ``h [c, d]`` -> ``[c, V]``."""
-    return torch.softmax((h @ W.T) / temperature, dim=-1)
+def _check_logits(logits: torch.Tensor | None, shape: tuple[int, int], V: int) -> None:
+    if logits is None:
+        return
+    check_tensor("logits", logits, ndim=3)
+    check_float("logits", logits)
+    if tuple(logits.shape) != (*shape, V):
+        raise ValueError(f"logits has shape {tuple(logits.shape)}, expected (G, T, V) = {(*shape, V)}")
 
 
-def _positive_gradient(H_pos: torch.Tensor, Y_pos: torch.Tensor, W: torch.Tensor, temperature: float, chunk: int) -> torch.Tensor:
-    """``M = sum_{positive tokens} (onehot(y) - pi) h^T`` ``[V, d]``."""
-    M = torch.zeros_like(W)
-    for a in range(0, H_pos.shape[0], chunk):
-        h, y = H_pos[a : a + chunk], Y_pos[a : a + chunk]
-        M.index_add_(0, y, h)
-        M.sub_(_probs(h, W, temperature).T @ h)
-    return M
+def _rows(buf: torch.Tensor | None, n: int, V: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """The first ``n`` rows of a reusable ``[chunk, V]`` buffer (a fresh tensor when ``buf`` is None)."""
+    if buf is None or buf.shape[0] < n:
+        return torch.empty(n, V, dtype=dtype, device=device)
+    return buf[:n]
 
 
-def _influence_mform(H, Y, H_pos, Y_pos, W, temperature, chunk):
-    M = _positive_gradient(H_pos, Y_pos, W, temperature, chunk)
+def softmax_(x: torch.Tensor) -> torch.Tensor:
+    """Row softmax of ``x [c, V]`` in place (no extra ``[c, V]`` buffer)."""
+    x.sub_(x.amax(-1, keepdim=True))
+    x.exp_()
+    x.div_(x.sum(-1, keepdim=True))
+    return x
+
+
+def head_probs(H: torch.Tensor, W: torch.Tensor, temperature: float) -> ProbFn:
+    """Probabilities of tokens ``[a, b)`` recomputed as ``softmax(H W^T / tau)``."""
+    Hs = H / temperature if temperature != 1.0 else H
+
+    def probs(a: int, b: int, buf: torch.Tensor | None) -> torch.Tensor:
+        out = _rows(buf, b - a, W.shape[0], H.dtype, H.device)
+        return softmax_(torch.mm(Hs[a:b], W.T, out=out))
+
+    return probs
+
+
+def logit_probs(logits: torch.Tensor, bi: torch.Tensor, ti: torch.Tensor, temperature: float, dtype: torch.dtype) -> ProbFn:
+    """Probabilities of tokens ``[a, b)`` from precomputed ``logits [B, T, V]`` at ``(bi, ti)``."""
+
+    def probs(a: int, b: int, buf: torch.Tensor | None) -> torch.Tensor:
+        out = _rows(buf, b - a, logits.shape[-1], dtype, logits.device)
+        out.copy_(logits[bi[a:b], ti[a:b]])
+        if temperature != 1.0:
+            out.div_(temperature)
+        return softmax_(out)
+
+    return probs
+
+
+def _spans(n_pos: int, n: int, chunk: int) -> list[tuple[int, int]]:
+    """Chunks of the positive tokens ``[0, n_pos)`` then of the others ``[n_pos, n)``."""
+    pos = [(a, min(a + chunk, n_pos)) for a in range(0, n_pos, chunk)]
+    return pos + [(a, min(a + chunk, n)) for a in range(n_pos, n, chunk)]
+
+
+def influence_mform(H, Y, n_pos, probs: ProbFn, V: int, chunk: int, max_kept: int) -> torch.Tensor:
+    """M-form over tokens ordered positives first; probabilities of up to ``max_kept`` elements are kept."""
+    spans = _spans(n_pos, H.shape[0], chunk)
+    pos_spans = [s for s in spans if s[1] <= n_pos]
+    keep, kept_elems = set(), 0
+    for a, b in pos_spans:
+        if kept_elems + (b - a) * V <= max_kept:
+            keep.add(a)
+            kept_elems += (b - a) * V
+    buf = None
+    if len(keep) < len(spans):  # one reusable [chunk, V] buffer for everything not kept
+        buf = torch.empty(max(b - a for a, b in spans), V, dtype=H.dtype, device=H.device)
+    M = torch.zeros(V, H.shape[1], dtype=H.dtype, device=H.device)
+    M.index_add_(0, Y[:n_pos], H[:n_pos])
+    kept: dict[int, torch.Tensor] = {}
+    for a, b in pos_spans:
+        p = probs(a, b, None if a in keep else buf)
+        kept[a] = p  # chunks in the buffer are overwritten by the next one, except the last
+        M.addmm_(p.T, H[a:b], alpha=-1.0)
+    kept = {a: p for a, p in kept.items() if a in keep or a == pos_spans[-1][0]}
     out = torch.empty(H.shape[0], dtype=H.dtype, device=H.device)
-    for a in range(0, H.shape[0], chunk):
-        h, y = H[a : a + chunk], Y[a : a + chunk]
-        Mh = h @ M.T  # [c, V]
-        p = _probs(h, W, temperature)
-        out[a : a + chunk] = Mh.gather(1, y[:, None]).squeeze(1) - (p * Mh).sum(-1)
+    for a, b in [s for s in spans if s[0] in kept] + [s for s in spans if s[0] not in kept]:
+        p = kept.pop(a) if a in kept else probs(a, b, buf)  # kept chunks (and the buffer's last) go first
+        out[a:b] = ((M.index_select(0, Y[a:b]) - torch.mm(p, M)) * H[a:b]).sum(-1)
+        del p
     return out
 
 
-def _influence_pair(H, Y, H_pos, Y_pos, W, temperature, chunk):
-    P_pos = torch.cat([_probs(H_pos[a : a + chunk], W, temperature) for a in range(0, H_pos.shape[0], chunk)])
+def influence_pair(H, Y, n_pos, probs: ProbFn, V: int, chunk: int) -> torch.Tensor:
+    """Pair-form over tokens ordered positives first (stores ``P+ [N+, V]``)."""
+    H_pos, Y_pos = H[:n_pos], Y[:n_pos]
+    P_pos = torch.empty(n_pos, V, dtype=H.dtype, device=H.device)
+    for a in range(0, n_pos, chunk):
+        probs(a, min(a + chunk, n_pos), P_pos[a : a + chunk])
     out = torch.empty(H.shape[0], dtype=H.dtype, device=H.device)
-    for a in range(0, H.shape[0], chunk):
-        h, y = H[a : a + chunk], Y[a : a + chunk]
-        p = _probs(h, W, temperature)
-        gg = (y[:, None] == Y_pos[None, :]).to(H.dtype)
+    buf = None
+    for a, b in _spans(n_pos, H.shape[0], chunk):
+        h, y = H[a:b], Y[a:b]
+        p = P_pos[a:b] if b <= n_pos else probs(a, b, buf)
+        if b > n_pos and buf is None:
+            buf = p
+        gg = torch.mm(p, P_pos.T)  # <pi, pi'>
         gg -= P_pos.index_select(1, y).T  # pi'[y]
         gg -= p.index_select(1, Y_pos)  # pi[y']
-        gg += p @ P_pos.T  # <pi, pi'>
-        out[a : a + chunk] = (gg * (h @ H_pos.T)).sum(-1)
+        gg += y[:, None] == Y_pos[None, :]
+        out[a:b] = (gg * torch.mm(h, H_pos.T)).sum(-1)
     return out
 
 
-def choose_method(num_tokens: int, num_positive: int, V: int, d: int, chunk_size: int, max_pair_elements: int | None = None) -> str:
-    """``"pair"`` when its multiply-add count is lower and ``[N+, V]`` fits the budget, else ``"mform"``."""
+def influence_macs(
+    num_tokens: int, num_positive: int, V: int, d: int, chunk_size: int, *,
+    have_logits: bool = False, max_kept_elements: int | None = None,
+) -> dict[str, int]:
+    """Multiply-adds of the products of each exact form (the cost model of :func:`choose_method`).
+
+    One LM-head product over the same tokens is ``num_tokens * V * d``.
+    """
+    N, Np = num_tokens, num_positive
+    kept = DEFAULT_KEPT_ELEMENTS if max_kept_elements is None else max_kept_elements
+    kept_chunks = min(kept // max(1, min(chunk_size, Np) * V), -(-Np // chunk_size))
+    recomputed = max(0, Np - kept_chunks * chunk_size - chunk_size)  # the buffer keeps the last chunk too
+    logit_products = 0 if have_logits else V * d * (N + recomputed)
+    mform = V * d * (N + Np) + logit_products
+    pair = N * Np * (V + d) + (0 if have_logits else V * d * N)
+    return {"mform": mform, "pair": pair}
+
+
+def choose_method(
+    num_tokens: int,
+    num_positive: int,
+    V: int,
+    d: int,
+    chunk_size: int,
+    max_pair_elements: int | None = None,
+    *,
+    have_logits: bool = False,
+    max_kept_elements: int | None = None,
+) -> str:
+    """``"pair"`` when its multiply-add count is lower and ``[N+, V]`` fits the budget, else ``"mform"``.
+
+    ``have_logits``: probabilities come from precomputed logits (no logits product in either form).
+    ``max_kept_elements``: the M-form's budget of kept positive probabilities (the rest are recomputed).
+    """
     budget = max_pair_elements if max_pair_elements is not None else chunk_size * V
-    cost_m = 2 * V * d * (num_tokens + num_positive)
-    cost_pair = V * d * (num_tokens + num_positive) + num_tokens * num_positive * (V + d)
-    return "pair" if cost_pair < cost_m and num_positive * V <= budget else "mform"
+    cost = influence_macs(num_tokens, num_positive, V, d, chunk_size, have_logits=have_logits,
+                          max_kept_elements=max_kept_elements)
+    return "pair" if cost["pair"] < cost["mform"] and num_positive * V <= budget else "mform"
 
 
-def _influence_valid(
-    hidden_states, lm_head_weight, response_ids, mask, pos, temperature, chunk_size, method, max_pair_elements
-) -> torch.Tensor:
-    """Influence of every valid token of one validated group, ``[G, T]`` (zeros at padding)."""
-    dtype = _compute_dtype(hidden_states, lm_head_weight)
-    G, T, _ = hidden_states.shape
-    out = torch.zeros(G, T, dtype=dtype, device=hidden_states.device)
-    pos_tok = mask & pos[:, None]
-    if not bool(pos_tok.any()):
-        return out
-    W = lm_head_weight.to(dtype)
-    H, Y = hidden_states[mask].to(dtype), response_ids[mask].long()
-    H_pos, Y_pos = hidden_states[pos_tok].to(dtype), response_ids[pos_tok].long()
+def _group_tokens(mask: torch.Tensor, pos: torch.Tensor, rows: torch.Tensor | None = None):
+    """Coordinates ``(bi, ti)`` of a group's valid tokens, positive responses first, and N+."""
+    m = mask if rows is None else mask[rows]
+    pos_tok = m & pos[:, None] if rows is None else m & pos[rows][:, None]
+    bi_p, ti_p = pos_tok.nonzero(as_tuple=True)
+    bi_n, ti_n = (m & ~pos_tok).nonzero(as_tuple=True)
+    bi, ti = torch.cat([bi_p, bi_n]), torch.cat([ti_p, ti_n])
+    if rows is not None:
+        bi = rows[bi]
+    return bi, ti, int(bi_p.shape[0])
+
+
+def _influence_valid(hidden_states, lm_head_weight, response_ids, mask, pos, temperature, opts, rows=None, logits=None):
+    """Influence ``[N]`` of one group's valid tokens and their coordinates ``(bi, ti)``.
+
+    ``rows`` selects the group's rows of batched inputs (None: the whole batch is the group).
+    """
+    chunk, method, max_pair, max_kept = opts
+    dtype = _compute_dtype(hidden_states, lm_head_weight, logits)
+    bi, ti, n_pos = _group_tokens(mask, pos, rows)
+    if n_pos == 0:
+        return None, bi, ti
+    V, d = lm_head_weight.shape
+    H, Y = hidden_states[bi, ti].to(dtype), response_ids[bi, ti].long()
     if method == "auto":
-        method = choose_method(H.shape[0], H_pos.shape[0], W.shape[0], W.shape[1], chunk_size, max_pair_elements)
-    if method == "mform":
-        s = _influence_mform(H, Y, H_pos, Y_pos, W, temperature, chunk_size)
-    elif method == "pair":
-        s = _influence_pair(H, Y, H_pos, Y_pos, W, temperature, chunk_size)
-    else:
+        method = choose_method(H.shape[0], n_pos, V, d, chunk, max_pair, have_logits=logits is not None,
+                               max_kept_elements=max_kept)
+    if method not in ("mform", "pair"):
         raise ValueError(f"method must be 'auto', 'mform' or 'pair', got {method!r}")
-    out[mask] = s / (temperature * temperature)
-    return out
+    if logits is not None:
+        probs, kept = logit_probs(logits, bi, ti, temperature, dtype), 0  # recomputing is cheap: keep none
+    else:
+        probs = head_probs(H, lm_head_weight.to(dtype), temperature)
+        kept = DEFAULT_KEPT_ELEMENTS if max_kept is None else max_kept
+    if method == "mform":
+        s = influence_mform(H, Y, n_pos, probs, V, chunk, kept)
+    else:
+        s = influence_pair(H, Y, n_pos, probs, V, chunk)
+    if logits is not None and not bool(torch.isfinite(s).all()):
+        raise ValueError("logits contain NaN or inf at valid positions (influence is not finite)")
+    return s / (temperature * temperature), bi, ti
+
+
+def _check_opts(chunk_size, max_pair_elements, max_kept_elements):
+    if not (isinstance(chunk_size, int) and chunk_size > 0):
+        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+    for name, v in (("max_pair_elements", max_pair_elements), ("max_kept_elements", max_kept_elements)):
+        if v is not None and not (isinstance(v, int) and v >= 0):
+            raise ValueError(f"{name} must be a non-negative int or None, got {v!r}")
 
 
 @torch.no_grad()
@@ -171,6 +300,8 @@ def token_influence(
     chunk_size: int = DEFAULT_CHUNK,
     method: Method = "auto",
     max_pair_elements: int | None = None,
+    max_kept_elements: int | None = None,
+    logits: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Influence ``s`` of every token of one group on the group's positive responses.
 
@@ -184,17 +315,28 @@ def token_influence(
         temperature: the policy temperature (logits are divided by it).
         chunk_size: tokens per streamed chunk; peak extra memory ``O(V d + chunk_size V)``.
         method: ``"mform"``, ``"pair"`` or ``"auto"`` (the cheaper exact one; see module doc).
-        max_pair_elements: memory budget (elements) of the pair-form's ``[N+, V]`` buffer.
+        max_pair_elements: memory budget (elements) of the pair-form's ``[N+, V]`` buffer
+            (default ``chunk_size * V``).
+        max_kept_elements: M-form budget (elements) of positive-token probabilities kept between
+            its two passes instead of recomputed (default ``DEFAULT_KEPT_ELEMENTS``, 1 GiB of
+            float32; 0 recomputes them all).
+        logits: optional ``[G, T, V]`` logits that predict ``response_ids`` (before the
+            temperature), e.g. those of the old-log-prob forward: the probabilities are taken
+            from them instead of recomputed from ``hidden_states @ lm_head_weight.T``. They must
+            be the logits of the same states and weight (any float dtype; read chunk by chunk).
 
     Returns:
         ``[G, T]`` influence, zero at padding and everywhere when no response is positive.
     """
     mask, pos = _validate_group(hidden_states, lm_head_weight, response_ids, response_mask, positive, temperature)
-    if not (isinstance(chunk_size, int) and chunk_size > 0):
-        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
-    return _influence_valid(
-        hidden_states, lm_head_weight, response_ids, mask, pos, temperature, chunk_size, method, max_pair_elements
-    )
+    _check_opts(chunk_size, max_pair_elements, max_kept_elements)
+    _check_logits(logits, tuple(mask.shape), lm_head_weight.shape[0])
+    out = torch.zeros(mask.shape, dtype=_compute_dtype(hidden_states, lm_head_weight, logits), device=hidden_states.device)
+    opts = (chunk_size, method, max_pair_elements, max_kept_elements)
+    s, bi, ti = _influence_valid(hidden_states, lm_head_weight, response_ids, mask, pos, temperature, opts, logits=logits)
+    if s is not None:
+        out[bi, ti] = s
+    return out
 
 
 def _signed(advantages: torch.Tensor, influence: torch.Tensor, name: str = "advantages") -> torch.Tensor:
@@ -217,6 +359,8 @@ def token_hidden_reward(
     chunk_size: int = DEFAULT_CHUNK,
     method: Method = "auto",
     max_pair_elements: int | None = None,
+    max_kept_elements: int | None = None,
+    logits: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """THR ``[G, T]`` of one group: ``advantages[j] * s[j, k]`` (``advantages`` is ``[G]``).
 
@@ -225,6 +369,7 @@ def token_hidden_reward(
     influence = token_influence(
         hidden_states, lm_head_weight, response_ids, response_mask, positive,
         temperature=temperature, chunk_size=chunk_size, method=method, max_pair_elements=max_pair_elements,
+        max_kept_elements=max_kept_elements, logits=logits,
     )
     return _signed(advantages, influence)
 
@@ -243,24 +388,28 @@ def token_influence_batched(
     chunk_size: int = DEFAULT_CHUNK,
     method: Method = "auto",
     max_pair_elements: int | None = None,
+    max_kept_elements: int | None = None,
+    logits: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Influence ``[B, T]`` for many groups at once (each token scored against its own group).
 
-    ``hidden_states [B, T, d]``, ``response_ids``/``response_mask [B, T]``, ``positive [B]``;
+    ``hidden_states [B, T, d]``, ``response_ids``/``response_mask [B, T]``, ``positive [B]``,
+    optional ``logits [B, T, V]`` (see :func:`token_influence`; never copied whole);
     groups by ``group_size`` (contiguous) or ``group_ids [B]``. Groups with no positive response
     or no valid token get zeros.
     """
     mask, pos = _validate_group(hidden_states, lm_head_weight, response_ids, response_mask, positive, temperature)
+    _check_opts(chunk_size, max_pair_elements, max_kept_elements)
+    _check_logits(logits, tuple(mask.shape), lm_head_weight.shape[0])
     gid = resolve_group_ids(hidden_states.shape[0], group_size=group_size, group_ids=group_ids, device=hidden_states.device)
-    out = torch.zeros(mask.shape, dtype=_compute_dtype(hidden_states, lm_head_weight), device=hidden_states.device)
+    out = torch.zeros(mask.shape, dtype=_compute_dtype(hidden_states, lm_head_weight, logits), device=hidden_states.device)
+    opts = (chunk_size, method, max_pair_elements, max_kept_elements)
+    W = lm_head_weight if logits is not None else lm_head_weight.to(out.dtype)  # upcast once for all groups
     for g in range(int(gid.max()) + 1):
         rows = (gid == g).nonzero().squeeze(1)
-        if not bool(mask[rows].any()):
-            continue
-        out[rows] = _influence_valid(
-            hidden_states[rows], lm_head_weight, response_ids[rows], mask[rows], pos[rows],
-            temperature, chunk_size, method, max_pair_elements,
-        )
+        s, bi, ti = _influence_valid(hidden_states, W, response_ids, mask, pos, temperature, opts, rows, logits)
+        if s is not None:
+            out[bi, ti] = s
     return out
 
 
@@ -295,14 +444,16 @@ def token_self_influence(
     """
     mask, _ = _validate_group(hidden_states, lm_head_weight, response_ids, response_mask, None, temperature)
     dtype = _compute_dtype(hidden_states, lm_head_weight)
-    W = lm_head_weight.to(dtype)
-    H, Y = hidden_states[mask].to(dtype), response_ids[mask].long()
+    bi, ti = mask.nonzero(as_tuple=True)
+    H, Y = hidden_states[bi, ti].to(dtype), response_ids[bi, ti].long()
+    probs = head_probs(H, lm_head_weight.to(dtype), temperature)
     vals = torch.empty(H.shape[0], dtype=dtype, device=H.device)
+    buf = None
     for a in range(0, H.shape[0], chunk_size):
-        h, y = H[a : a + chunk_size], Y[a : a + chunk_size]
-        p = _probs(h, W, temperature)
-        g_sq = 1 - 2 * p.gather(1, y[:, None]).squeeze(1) + (p * p).sum(-1)
-        vals[a : a + chunk_size] = g_sq * (h * h).sum(-1)
+        b = min(a + chunk_size, H.shape[0])
+        p = buf = probs(a, b, buf)
+        g_sq = 1 - 2 * p.gather(1, Y[a:b, None]).squeeze(1) + (p * p).sum(-1)
+        vals[a:b] = g_sq * (H[a:b] * H[a:b]).sum(-1)
     out = torch.zeros(mask.shape, dtype=dtype, device=hidden_states.device)
-    out[mask] = vals / (temperature * temperature)
+    out[bi, ti] = vals / (temperature * temperature)
     return out

@@ -40,47 +40,37 @@ from thr.integrations._groups import (
     check_group_prompts,
     check_whole_groups,
     positive_responses,
+    validate_thr_settings,
 )
 from thr.modeling import output_embeddings
 
 __all__ = ["THRConfig", "THRGRPOTrainer"]
-
-_MODES = ("off", "reweight", "dominant")
-_THRESHOLDS = ("nthr", "quantile", "absolute")
 
 
 @dataclass
 class THRConfig(GRPOConfig):
     """``GRPOConfig`` plus the THR settings (spec sections 3-4)."""
 
-    thr_mode: str = field(default="reweight", metadata={"help": "'off' (plain GRPO, THR metrics still logged), "
-                          "'reweight' (w = 1 + p*sign(THR) on dominant tokens) or 'dominant' (train on dominant tokens only)."})
+    thr_mode: str = field(default="reweight", metadata={"help": (
+        "'off' (plain GRPO, THR metrics still logged), 'reweight' (w = 1 + p*sign(THR) on dominant tokens) "
+        "or 'dominant' (train on dominant tokens only).")})
     thr_p: float = field(default=0.2, metadata={"help": "Steering strength in (-1, 1): > 0 exploitation, < 0 exploration."})
-    thr_threshold: str = field(default="nthr", metadata={"help": "Dominant-token threshold: 'nthr', 'quantile' or 'absolute'."})
-    thr_beta: float = field(default=1.0, metadata={"help": "NTHR threshold factor: tau = beta * min mean influence of a correct response."})
-    thr_quantile: float = field(default=0.2, metadata={"help": "'quantile' threshold: fraction of each group's tokens kept as dominant."})
+    thr_threshold: str = field(default="nthr", metadata={"help": "Dominant-token threshold: 'nthr', 'quantile', 'absolute'."})
+    thr_beta: float = field(default=1.0, metadata={"help": "NTHR factor: tau = beta * min mean influence of a correct response."})
+    thr_quantile: float = field(default=0.2, metadata={"help": "'quantile': fraction of each group's tokens kept as dominant."})
     thr_value: float = field(default=0.0, metadata={"help": "'absolute' threshold value on |influence|."})
-    thr_positive_reward: float | None = field(default=None, metadata={"help": "Total reward at or above which a response "
-                                              "counts as correct (the set P). None: responses with a positive advantage."})
+    thr_positive_reward: float | None = field(default=None, metadata={"help": (
+        "Total reward at or above which a response counts as correct (the set P). None: responses with A > 0.")})
     thr_chunk_size: int = field(default=1024, metadata={"help": "Tokens per streamed chunk of the THR computation."})
     thr_method: str = field(default="auto", metadata={"help": "Exact influence algorithm: 'auto', 'mform' or 'pair'."})
-    thr_log_metrics: bool = field(default=True, metadata={"help": "With thr_mode='off': still compute THR for its metrics "
-                                  "(one extra no-grad forward). False makes 'off' exactly plain GRPOTrainer at its cost."})
+    thr_log_metrics: bool = field(default=True, metadata={"help": (
+        "With thr_mode='off': still compute THR for its metrics (one extra no-grad forward). "
+        "False makes 'off' exactly plain GRPOTrainer at its cost.")})
 
     def __post_init__(self):
         super().__post_init__()
-        if self.thr_mode not in _MODES:
-            raise ValueError(f"thr_mode must be one of {_MODES}, got {self.thr_mode!r}")
-        if not -1.0 < self.thr_p < 1.0:
-            raise ValueError(f"thr_p must be in (-1, 1) so that token weights stay positive, got {self.thr_p}")
-        if self.thr_threshold not in _THRESHOLDS:
-            raise ValueError(f"thr_threshold must be one of {_THRESHOLDS}, got {self.thr_threshold!r}")
-        if self.thr_threshold == "quantile" and not 0.0 < self.thr_quantile <= 1.0:
-            raise ValueError(f"thr_quantile must be in (0, 1], got {self.thr_quantile}")
-        if not (isinstance(self.thr_chunk_size, int) and self.thr_chunk_size > 0):
-            raise ValueError(f"thr_chunk_size must be a positive int, got {self.thr_chunk_size!r}")
-        if self.thr_method not in ("auto", "mform", "pair"):
-            raise ValueError(f"thr_method must be 'auto', 'mform' or 'pair', got {self.thr_method!r}")
+        validate_thr_settings(mode=self.thr_mode, p=self.thr_p, threshold=self.thr_threshold, quantile=self.thr_quantile,
+                              chunk_size=self.thr_chunk_size, method=self.thr_method)
 
 
 class THRGRPOTrainer(GRPOTrainer):
