@@ -3,7 +3,7 @@
 Multi-GPU, MATH levels 3-5 with the verifier as reward (the NTHR paper's recipe, scaled by flags):
 
     accelerate launch --num_processes 4 examples/trl_thr.py --model Qwen/Qwen2.5-Math-1.5B \\
-        --train DigitalLearningGmbH/MATH-lighteval --levels 3,4,5 --thr-p 0.2 --use-vllm
+        --levels 3,4,5 --thr-p 0.2 --use-vllm
 
 Offline smoke run on CPU (tiny random model, built-in arithmetic task, no downloads):
 
@@ -35,10 +35,11 @@ def correctness_reward(completions, answer, **_):
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="Qwen/Qwen2.5-Math-1.5B")
-    ap.add_argument("--train", default="DigitalLearningGmbH/MATH-lighteval",
-                    help="thr.data.load_problems source: HF dataset, .jsonl/.parquet path, benchmark name or 'arith'")
+    ap.add_argument("--train", default="data/train/math_train_l3to5.jsonl",
+                    help="thr.data.load_problems source: .jsonl/.parquet path (default: the shipped MATH levels 3-5), "
+                    "HF dataset, benchmark name or 'arith'")
     ap.add_argument("--train-split", default="train")
-    ap.add_argument("--levels", default="", help="keep only these MATH levels, e.g. 3,4,5 (rows with a 'level' field)")
+    ap.add_argument("--levels", default="", help="keep only these MATH levels, e.g. 3,4,5 (rows with a 'level' field: 3 or 'Level 3')")
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--template", default="qwen_math", help="prompt template (thr.prompts): qwen_math, boxed, chat, plain")
     ap.add_argument("--output-dir", default="runs/trl-thr")
@@ -65,8 +66,8 @@ def parse_args(argv=None):
 def build_dataset(args, tokenizer) -> Dataset:
     problems = load_problems(args.train, split=args.train_split, limit=None)
     if args.levels:
-        keep = {f"Level {lv.strip()}" for lv in args.levels.split(",")}
-        problems = [p for p in problems if str(p.meta.get("level", "")) in keep]
+        keep = {lv.strip() for lv in args.levels.split(",")}
+        problems = [p for p in problems if str(p.meta.get("level", "")).replace("Level ", "") in keep]
     problems = problems[: args.limit] if args.limit else problems
     if not problems:
         raise SystemExit(f"no training problems from {args.train!r} (levels={args.levels!r})")

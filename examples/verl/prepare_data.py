@@ -1,6 +1,6 @@
 """Write verl's RL parquet files (train and validation) from any thr.data.load_problems source.
 
-    python examples/verl/prepare_data.py --train DigitalLearningGmbH/MATH-lighteval --levels 3,4,5 \\
+    python examples/verl/prepare_data.py --levels 3,4,5 \\
         --val math500 --out ~/data/thr_math
 
 Rows follow verl's layout: ``data_source``, ``prompt`` (chat messages), ``ability``,
@@ -30,7 +30,8 @@ def rows(problems, source: str, split: str) -> list[dict]:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--train", default="DigitalLearningGmbH/MATH-lighteval")
+    ap.add_argument("--train", default="data/train/math_train_l3to5.jsonl",
+                    help="thr.data.load_problems source (default: the shipped MATH levels 3-5 file)")
     ap.add_argument("--train-split", default="train")
     ap.add_argument("--levels", default="", help="keep only these MATH levels, e.g. 3,4,5")
     ap.add_argument("--val", default="math500", help="validation source (packaged benchmarks need no network)")
@@ -41,8 +42,8 @@ def main(argv=None) -> None:
 
     train = load_problems(args.train, split=args.train_split)
     if args.levels:
-        keep = {f"Level {lv.strip()}" for lv in args.levels.split(",")}
-        train = [p for p in train if str(p.meta.get("level", "")) in keep]
+        keep = {lv.strip() for lv in args.levels.split(",")}
+        train = [p for p in train if str(p.meta.get("level", "")).replace("Level ", "") in keep]
     train = train[: args.limit] if args.limit else train
     val = load_problems(args.val)
     out = Path(args.out).expanduser()

@@ -2,7 +2,7 @@
 # GRPO + THR with verl 0.9 (v1 trainer, FSDP2 actor, vLLM rollout) on MATH, one node.
 #
 #   pip install 'thr-rl[verl]' vllm            # verl's own GPU stack (ray, vllm, flash-attn, ...)
-#   python examples/verl/prepare_data.py --train DigitalLearningGmbH/MATH-lighteval --levels 3,4,5 --out ~/data/thr_math
+#   python examples/verl/prepare_data.py --levels 3,4,5 --out ~/data/thr_math
 #   NGPUS=4 THR_P=0.2 bash examples/verl/run_grpo_thr.sh
 #   LOSS_MODE=gspo bash examples/verl/run_grpo_thr.sh      # GSPO-token (verl's gspo keeps token advantages)
 #   THR_MODE=off bash examples/verl/run_grpo_thr.sh        # plain GRPO, THR metrics still logged

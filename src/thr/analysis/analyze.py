@@ -17,7 +17,6 @@ Example: ``thr analyze --model embedded --data arith --group-size 8 --num-prompt
 from __future__ import annotations
 
 import json
-import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from typing import Any
 
 import torch
 
+from thr.analysis.page import clean_json
 from thr.config import load_config, to_dict
 from thr.embedded import EmbeddedConfig
 
@@ -178,7 +178,7 @@ def write_outputs(out: Path, records: list[dict[str, Any]], summary: dict[str, A
     out.mkdir(parents=True, exist_ok=True)
     with (out / "groups.jsonl").open("w", encoding="utf-8") as f:
         for rec in records:
-            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            f.write(json.dumps(clean_json(rec), ensure_ascii=False) + "\n")
     files = {"groups": str(out / "groups.jsonl"), "heatmap": str(out / "heatmap.html")}
     (out / "heatmap.html").write_text(heatmap_page(pick_groups(records, heatmap_groups), "THR heat map"), encoding="utf-8")
     try:
@@ -209,19 +209,8 @@ def run_analyze(cfg: AnalyzeConfig) -> dict[str, Any]:
     summary["config"] = to_dict(cfg)
     summary["seconds"] = {k: round(v, 3) for k, v in times.items()}
     summary["files"] = write_outputs(out, records, summary, cfg.heatmap_groups)
-    (out / "summary.json").write_text(json.dumps(clean_json(summary), indent=1) + "\n")
+    (out / "summary.json").write_text(json.dumps(clean_json(summary), indent=1, allow_nan=False) + "\n")
     return summary
-
-
-def clean_json(value: Any) -> Any:
-    """``value`` with non-finite floats replaced by None (strict JSON)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: clean_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [clean_json(v) for v in value]
-    return value
 
 
 def format_summary(summary: dict[str, Any]) -> str:
@@ -236,6 +225,9 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"top-{o['q']:.0%} |THR| vs entropy overlap: mean {o['all']['mean']:.2f} (chance {o['all']['chance_mean']:.2f}) "
         f"over {o['all']['responses']} responses",
     ]
+    if not g["mixed"]:
+        lines.append("note: no group has both correct and incorrect responses, so every THR is 0; "
+                     "use more prompts (--num-prompts), a larger --group-size or easier data")
     if s.get("available"):
         rho = s["self_vs_abs_thr"]["spearman"]
         lines.append(f"spearman(self-term, |THR|) = {rho if rho is None else round(rho, 3)}; "

@@ -83,8 +83,9 @@ def group_html(group: dict[str, Any]) -> str:
     return f'<section class="group">{info}{body}</section>'
 
 
-LEGEND = ('<p class="muted">THR <span class="scale"></span> \u2212 (red: exploration) \u2026 0 \u2026 + '
-          '(blue: exploitation). Underlined: dominant tokens (|s| &gt; tau). Hover a token for its numbers.</p>')
+LEGEND = ('<p class="muted">THR <b>\u2212</b> <span class="scale"></span> <b>+</b> \u00b7 red: THR &lt; 0 '
+          '(exploration) \u00b7 blue: THR &gt; 0 (exploitation) \u00b7 underlined: dominant tokens (|s| &gt; tau) '
+          '\u00b7 hover a token for its numbers</p>')
 
 
 def groups_html(groups: list[dict[str, Any]]) -> str:

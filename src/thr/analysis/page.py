@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 from typing import Any
 
 CSS = """
@@ -152,9 +153,20 @@ def esc(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
+def clean_json(value: Any) -> Any:
+    """``value`` with non-finite floats replaced by None (strict JSON)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: clean_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [clean_json(v) for v in value]
+    return value
+
+
 def json_script(data: Any) -> str:
     """``<script type="application/json" id="thr-data">`` with ``</`` escaped."""
-    text = json.dumps(data, ensure_ascii=False, allow_nan=False).replace("</", "<\\/")
+    text = json.dumps(clean_json(data), ensure_ascii=False, allow_nan=False).replace("</", "<\\/")
     return f'<script type="application/json" id="thr-data">{text}</script>'
 
 

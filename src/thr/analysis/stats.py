@@ -3,7 +3,7 @@
 A *group record* is the layout of the trainer's ``groups.jsonl`` (and of ``thr analyze``'s
 ``groups.jsonl``)::
 
-    {"step", "group", "problem", "answer", "tau"?,
+    {"step"?, "group", "problem", "answer", "tau"?,
      "responses": [{"correct", "advantage", "tokens": [str], "thr": [...], "influence": [...],
                     "entropy": [...], "prob": [...], "self"?: [...]}]}
 

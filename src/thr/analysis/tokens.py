@@ -129,6 +129,6 @@ def group_records(problems: list[Any], samples: list[Any], scores: list[Any], st
                 entry[key] = _round(stats[key][j, :n])
             responses.append(entry)
         tau = float(stats["tau"][g * group_size])
-        records.append({"step": 0, "group": g, "problem": problem.problem, "answer": problem.answer,
+        records.append({"group": g, "problem": problem.problem, "answer": problem.answer,
                         "tau": tau if tau != float("inf") else None, "responses": responses})
     return records

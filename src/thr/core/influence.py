@@ -81,7 +81,7 @@ def _validate_group(
             f"vocabulary mismatch with lm_head_weight of shape {tuple(lm_head_weight.shape)}"
         )
     check_finite("hidden_states", hidden_states, mask)
-    check_finite("lm_head_weight", lm_head_weight)
+    _check_finite_rows("lm_head_weight", lm_head_weight)
     pos = None
     if positive is not None:
         check_tensor("positive", positive, ndim=1)
@@ -92,6 +92,16 @@ def _validate_group(
                 raise ValueError(f"positive must be a bool tensor (or 0/1 ints), got dtype {positive.dtype}")
         pos = positive.bool()
     return mask, pos
+
+
+def _check_finite_rows(name: str, x: torch.Tensor, elements: int = 1 << 24) -> None:
+    """NaN/inf check of a large 2-D tensor in row blocks (no ``x``-sized bool temporaries)."""
+    step = max(1, elements // max(1, x.shape[1]))
+    for a in range(0, x.shape[0], step):
+        if not bool(torch.isfinite(x[a : a + step]).all()):
+            bad = (~torch.isfinite(x[a : a + step])).nonzero()[0]
+            raise ValueError(f"{name} contains NaN or inf (first at index {[a + int(bad[0]), int(bad[1])]}); "
+                             f"shape {tuple(x.shape)}")
 
 
 def _check_logits(logits: torch.Tensor | None, shape: tuple[int, int], V: int) -> None:
