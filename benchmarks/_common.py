@@ -99,25 +99,29 @@ def timed(fn, device: str, repeats: int, warmup: int = 0) -> tuple[float, object
 
 
 def random_group(G, T, d, V, dtype, device, seed=0, positive_fraction=0.5):
-    """I.i.d. states (``|h| ~ 1``), a ``W`` with unit-norm-ish rows, uniform ids, all tokens valid."""
-    gen = torch.Generator(device="cpu").manual_seed(seed)
-    W = (torch.randn(V, d, generator=gen) / math.sqrt(d)).to(device=device, dtype=dtype)
-    H = (torch.randn(G, T, d, generator=gen) * (4.0 / math.sqrt(d))).to(device=device, dtype=dtype)
-    Y = torch.randint(0, V, (G, T), generator=gen).to(device)
+    """I.i.d. states (``|h| ~ 4``), a ``W`` with unit-norm-ish rows, uniform ids, all tokens valid.
+
+    Drawn on ``device`` (a CUDA generator there), in float32, then cast to ``dtype``.
+    """
+    gen = torch.Generator(device=device).manual_seed(seed)
+    W = (torch.randn(V, d, generator=gen, device=device) / math.sqrt(d)).to(dtype)
+    H = (torch.randn(G, T, d, generator=gen, device=device) * (4.0 / math.sqrt(d))).to(dtype)
+    Y = torch.randint(0, V, (G, T), generator=gen, device=device)
     mask = torch.ones(G, T, dtype=torch.bool, device=device)
     positive = (torch.arange(G) < max(1, round(G * positive_fraction))).to(device)
     return H, W, Y, mask, positive
 
 
-def head_logits(H, W, chunk=4096):
-    """``[G, T, V]`` logits in W's compute dtype (float32 for bf16), built chunk by chunk."""
+def head_logits(H, W, chunk=4096, out_dtype=None):
+    """``[G, T, V]`` logits computed in float32 (float64 for float64 inputs), stored in ``out_dtype``
+    (default: that compute dtype), built chunk by chunk."""
     G, T, d = H.shape
     dt = torch.float64 if W.dtype == torch.float64 else torch.float32
     Wc = W.to(dt)
     flat = H.reshape(-1, d)
-    out = torch.empty(G * T, W.shape[0], dtype=dt, device=H.device)
+    out = torch.empty(G * T, W.shape[0], dtype=out_dtype or dt, device=H.device)
     for a in range(0, flat.shape[0], chunk):
-        torch.mm(flat[a : a + chunk].to(dt), Wc.T, out=out[a : a + chunk])
+        out[a : a + chunk] = torch.mm(flat[a : a + chunk].to(dt), Wc.T)
     return out.view(G, T, -1)
 
 
@@ -143,9 +147,9 @@ def policy_group(G, T, d, V, dtype, device, seed=0, temperature=1.0, positive_fr
     H = (coef[..., None] * W[cand]).sum(1) + 0.5 * torch.randn(G * T, d, generator=gen) / math.sqrt(d)
     W, H = W.to(dtype), H.view(G, T, d).to(dtype)  # the policy is the (possibly rounded) model
     logits = head_logits(H, W)
-    probs = torch.softmax(logits.view(G * T, V).double() / temperature, -1)
-    Y = torch.multinomial(probs, 1, generator=gen).view(G, T)
-    del probs
+    flat = logits.view(G * T, V)
+    Y = torch.cat([torch.multinomial(torch.softmax(flat[a : a + 1024].double() / temperature, -1), 1, generator=gen)
+                   for a in range(0, G * T, 1024)]).view(G, T)
     lengths = torch.tensor([T if j < G // 2 else T - T // 4 for j in range(G)])
     mask = torch.arange(T)[None, :] < lengths[:, None]
     positive = torch.arange(G) < max(1, round(G * positive_fraction))

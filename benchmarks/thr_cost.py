@@ -12,9 +12,10 @@ Prints one JSON line per (case, dtype, path):
 - ``path``: ``standalone`` (``token_influence`` recomputes the probabilities from ``h`` and ``W``)
   or ``logits`` (the trainer's fused path: logits of the old-log-prob forward are passed in; their
   production is not timed, as the forward makes them anyway);
-- ``seconds`` (median of ``--repeats``), ``lmhead_seconds`` (``hidden @ W.T`` over the same tokens
-  in the input dtype, streamed in ``--lmhead-chunk`` rows into one reused buffer) and their
-  ``ratio``; for bf16 also ``ratio_fp32`` against the float32 product (THR computes in float32);
+- ``seconds`` (median of ``--repeats`` rounds; each round runs every timed function once, so
+  load drift hits all alike), ``lmhead_seconds`` (``hidden @ W.T`` over the same tokens
+  in the input dtype, streamed in ``--lmhead-chunk`` rows into one reused buffer) and ``ratio``
+  (median over rounds of the per-round ratio); for bf16 also ``ratio_fp32`` against the float32 product (THR computes in float32);
 - ``peak_extra_mb``: peak memory added by the call (CUDA allocator peak, or peak RSS growth on
   CPU), next to ``model_mb`` (the memory model below) and ``full_logits_mb`` (``[N, V]`` float32);
 - ``macs_per_lmhead``: the cost model's multiply-adds divided by ``N V d``; ``gflops`` = 2 x model
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import re
+from statistics import median
 
 import torch
 
@@ -45,14 +47,16 @@ FULL_T = (64, 512, 1024, 4096)
 PRESETS = {
     "quick": [("tiny", 4, 64), ("small", 8, 128), ("mid", 8, 64)],
     "cpu": [("tiny", 4, 64), ("small", 8, 128), ("mid", 8, 128), ("mid", 8, 512), ("qwen2.5-math-1.5b", 8, 32),
+            ("qwen2.5-math-1.5b", 8, 128),
             ("llama-3.2-3b", 8, 16), ("qwen2.5-math-1.5b", 8, 4096), ("qwen2.5-math-1.5b", 16, 4096),
             ("llama-3.2-3b", 8, 4096), ("llama-3.2-3b", 16, 4096)],
-    "full": [("tiny", 4, 64), ("small", 8, 128), ("mid", 8, 512)]
-    + [(m, G, T) for m in ("qwen2.5-math-1.5b", "llama-3.2-3b") for G in (8, 16) for T in FULL_T],
+    "full": [("mid", 8, 512), ("qwen2.5-math-1.5b", 8, 4096), ("llama-3.2-3b", 8, 4096)]
+    + [(m, G, T) for m in ("qwen2.5-math-1.5b", "llama-3.2-3b") for G in (8, 16) for T in FULL_T
+       if (G, T) != (8, 4096)] + [("tiny", 4, 64), ("small", 8, 128)],
 }
 
 
-def memory_model_mb(N, Np, V, d, dtype, chunk, method, have_logits, tau=1.0):
+def memory_model_mb(N, Np, V, d, dtype, chunk, method, have_logits, tau=1.0, max_kept=None):
     """Bytes the algorithm allocates (float32 compute) beyond its inputs, in MiB."""
     e = 8 if dtype == torch.float64 else 4
     w_copy = 0 if (dtype in (torch.float32, torch.float64) or have_logits) else V * d * e
@@ -61,7 +65,9 @@ def memory_model_mb(N, Np, V, d, dtype, chunk, method, have_logits, tau=1.0):
     if method == "pair":
         extra = Np * V * e + 3 * min(chunk, N) * Np * e
     else:
-        kept = 0 if have_logits else min(DEFAULT_KEPT_ELEMENTS, (Np // max(1, min(chunk, Np))) * min(chunk, Np) * V)
+        budget = DEFAULT_KEPT_ELEMENTS if max_kept is None else max_kept
+        c = max(1, min(chunk, Np))
+        kept = 0 if have_logits else min(budget // (c * V), -(-Np // c)) * c * V
         extra = V * d * e + kept * e
     gather = min(chunk, N) * V * 2 if have_logits else 0  # the per-chunk gather of bf16 logits rows
     return (w_copy + states + buf + extra + gather) / 2**20
@@ -87,43 +93,65 @@ def run_case(name, G, T, dtype_name, args, info):
     base = dict(case=f"{name}-G{G}-T{T}", G=G, T=T, d=d, V=V, N=N, N_pos=Np, dtype=dtype_name, device=dev,
                 chunk=args.chunk, full_logits_mb=round(N * V * 4 / 2**20, 1))
     paths = ["standalone", "logits"] if not args.no_logits else ["standalone"]
-    macs = {p: influence_macs(N, Np, V, d, args.chunk, have_logits=p == "logits") for p in paths}
-    methods = {p: args.method if args.method != "auto" else choose_method(N, Np, V, d, args.chunk, have_logits=p == "logits")
+    macs = {p: influence_macs(N, Np, V, d, args.chunk, have_logits=p == "logits", max_kept_elements=args.max_kept)
+            for p in paths}
+    methods = {p: args.method if args.method != "auto" else
+               choose_method(N, Np, V, d, args.chunk, have_logits=p == "logits", max_kept_elements=args.max_kept)
                for p in paths}
     if min(macs[p][methods[p]] for p in paths) * 2 / 1e12 > args.max_tflop:
         for p in paths:
             m = methods[p]
             emit({**base, "path": p, "method": m, "skipped": True, "macs_per_lmhead": round(macs[p][m] / (N * V * d), 3),
-                  "model_mb": round(memory_model_mb(N, Np, V, d, dtype, args.chunk, m, p == "logits"), 1),
+                  "model_mb": round(memory_model_mb(N, Np, V, d, dtype, args.chunk, m, p == "logits",
+                                                    max_kept=args.max_kept), 1),
                   "load_1m": info["load_1m"]}, args.out)
         return
     H, W, Y, mask, pos = random_group(G, T, d, V, dtype, dev, seed=args.seed)
-    t_lm, _ = timed(lmhead_fn(H, W, args.lmhead_chunk), dev, args.repeats, args.warmup)
-    t_lm32 = None
+    fns = {"lmhead": lmhead_fn(H, W, args.lmhead_chunk)}
     if dtype != torch.float32:
-        t_lm32, _ = timed(lmhead_fn(H.float(), W.float(), args.lmhead_chunk), dev, args.repeats, args.warmup)
+        fns["lmhead_fp32"] = lmhead_fn(H.float(), W.float(), args.lmhead_chunk)
+    records = {}
     for p in paths:
         if p == "logits" and N * V * dtype.itemsize / 2**30 > args.max_logits_gb:
             emit({**base, "path": p, "skipped": True, "reason": f"logits over --max-logits-gb {args.max_logits_gb}"}, args.out)
             continue
-        logits = head_logits(H, W).to(dtype) if p == "logits" else None
-        kw = dict(chunk_size=args.chunk, method=methods[p], logits=logits)
+        logits = head_logits(H, W, out_dtype=dtype) if p == "logits" else None
+        kw = dict(chunk_size=args.chunk, method=methods[p], logits=logits, max_kept_elements=args.max_kept)
         if args.warmup:
             token_influence(H[:, :8], W, Y[:, :8], mask[:, :8], pos, **{**kw, "logits": None})
-        with PeakMemory(dev) as mem:
+        with PeakMemory(dev) as mem:  # first call: peak memory (not timed)
             token_influence(H, W, Y, mask, pos, **kw)
-        t, _ = timed(lambda: token_influence(H, W, Y, mask, pos, **kw), dev, max(1, args.repeats - 1))
+        fns[p] = lambda kw=kw: token_influence(H, W, Y, mask, pos, **kw)
         m = methods[p]
-        rec = {**base, "path": p, "method": m, "seconds": round(t, 4), "lmhead_seconds": round(t_lm, 4),
-               "ratio": round(t / t_lm, 3)}
-        if t_lm32 is not None:
-            rec["ratio_fp32"] = round(t / t_lm32, 3)
-        rec.update(peak_extra_mb=round(mem.mb, 1), model_mb=round(memory_model_mb(N, Np, V, d, dtype, args.chunk, m,
-                                                                                   p == "logits"), 1),
-                   macs_per_lmhead=round(macs[p][m] / (N * V * d), 3), gflops=round(2 * macs[p][m] / t / 1e9, 1),
-                   lmhead_gflops=round(2 * N * V * d / t_lm / 1e9, 1), load_1m=machine_info(dev)["load_1m"])
+        records[p] = {**base, "path": p, "method": m, "peak_extra_mb": round(mem.mb, 1),
+                      "model_mb": round(memory_model_mb(N, Np, V, d, dtype, args.chunk, m, p == "logits",
+                                                        max_kept=args.max_kept), 1),
+                      "macs_per_lmhead": round(macs[p][m] / (N * V * d), 3)}
+    times = interleaved(fns, dev, args.repeats, args.warmup)
+    t_lm = median(times["lmhead"])
+    for p, rec in records.items():
+        t = median(times[p])
+        rec.update(seconds=round(t, 4), lmhead_seconds=round(t_lm, 4),
+                   ratio=round(median([a / b for a, b in zip(times[p], times["lmhead"])]), 3))
+        if "lmhead_fp32" in times:
+            rec["ratio_fp32"] = round(median([a / b for a, b in zip(times[p], times["lmhead_fp32"])]), 3)
+        rec.update(gflops=round(2 * rec["macs_per_lmhead"] * N * V * d / t / 1e9, 1),
+                   lmhead_gflops=round(2 * N * V * d / t_lm / 1e9, 1), repeats=args.repeats,
+                   load_1m=machine_info(dev)["load_1m"])
         emit(rec, args.out)
-        del logits
+
+
+def interleaved(fns: dict, device: str, repeats: int, warmup: int) -> dict[str, list[float]]:
+    """Run every function once per round, ``repeats`` rounds: drifting machine load hits all alike."""
+    for _ in range(warmup):
+        for f in fns.values():
+            f()
+    times = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, f in fns.items():
+            t, _ = timed(f, device, 1)
+            times[k].append(t)
+    return times
 
 
 def main(argv=None):
@@ -135,11 +163,13 @@ def main(argv=None):
     ap.add_argument("--dtypes", default="float32,bfloat16")
     ap.add_argument("--method", choices=["auto", "mform", "pair"], default="auto")
     ap.add_argument("--chunk", type=int, default=DEFAULT_CHUNK)
+    ap.add_argument("--max-kept-gb", type=float, default=None,
+                    help="M-form budget of kept positive probabilities (default: the library's, 1 GiB)")
     ap.add_argument("--lmhead-chunk", type=int, default=4096)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=None, help="default: 1 on cuda, 0 on cpu")
     ap.add_argument("--max-tflop", type=float, default=None, help="skip cases above (default: 3 on cpu, 1e9 on cuda)")
-    ap.add_argument("--max-logits-gb", type=float, default=None, help="default 4 on cpu, 40 on cuda")
+    ap.add_argument("--max-logits-gb", type=float, default=None, help="default 4 on cpu, 24 on cuda")
     ap.add_argument("--no-logits", action="store_true", help="only the standalone path")
     ap.add_argument("--tf32", action="store_true", help="allow TF32 for float32 matmuls on CUDA")
     ap.add_argument("--seed", type=int, default=0)
@@ -149,8 +179,9 @@ def main(argv=None):
     if args.quick:
         args.preset = "quick"
     args.warmup = (1 if cuda else 0) if args.warmup is None else args.warmup
+    args.max_kept = None if args.max_kept_gb is None else int(args.max_kept_gb * 2**30 / 4)
     args.max_tflop = (1e9 if cuda else 3.0) if args.max_tflop is None else args.max_tflop
-    args.max_logits_gb = (40.0 if cuda else 4.0) if args.max_logits_gb is None else args.max_logits_gb
+    args.max_logits_gb = (24.0 if cuda else 4.0) if args.max_logits_gb is None else args.max_logits_gb
     if args.tf32:
         torch.backends.cuda.matmul.allow_tf32 = True
     info = machine_info(args.device)

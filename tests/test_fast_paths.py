@@ -160,10 +160,13 @@ def approx_modes(H, W, Y, mask, temperature):
         "log_probs": dict(vocab=torch.arange(V), token_log_probs=lp),
         "topk-head": dict(top_k=V),
         "topk-logits": dict(top_k=V, logits=logits),
+        "topk-logits-log_probs": dict(top_k=V, logits=logits, token_log_probs=lp),
+        "topk-head-log_probs": dict(top_k=V, token_log_probs=lp),
     }
 
 
-@pytest.mark.parametrize("mode", ["renormalized", "logits", "log_probs", "topk-head", "topk-logits"])
+@pytest.mark.parametrize("mode", ["renormalized", "logits", "log_probs", "topk-head", "topk-logits",
+                                  "topk-logits-log_probs", "topk-head-log_probs"])
 @pytest.mark.parametrize("method", ["mform", "pair"])
 @pytest.mark.parametrize("temperature", [1.0, 0.6])
 def test_approx_is_exact_on_the_full_vocabulary(mode, method, temperature):

@@ -8,6 +8,8 @@ import sys
 COMMANDS = {
     "train": ("thr.train", "RL training (GRPO / GSPO-token) with THR steering; no arguments: the embedded default"),
     "eval": ("thr.evaluate", "greedy accuracy and Pass@K on math benchmarks"),
+    "analyze": ("thr.analysis.analyze", "THR of sampled groups: paper-style figures, token heat maps, summary.json"),
+    "report": ("thr.analysis.report", "self-contained HTML report of a thr train run"),
 }
 
 USAGE = "usage: thr COMMAND [options]\n\ncommands:\n" + "\n".join(

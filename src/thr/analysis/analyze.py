@@ -78,7 +78,7 @@ class AnalyzeConfig:
     progress: bool = True
     embedded: EmbeddedConfig = field(default_factory=EmbeddedConfig)
 
-    def validate(self) -> "AnalyzeConfig":
+    def validate(self) -> AnalyzeConfig:
         if self.num_prompts < 1 or self.group_size < 2:
             raise ValueError("need num_prompts >= 1 and group_size >= 2 (advantages compare responses of a group)")
         if self.temperature <= 0 or not 0 < self.top_p <= 1:
@@ -218,12 +218,12 @@ def format_summary(summary: dict[str, Any]) -> str:
     d, o, s = summary["density"], summary["overlap"], summary["self_term"]
     g = summary["groups"]
     lines = [
-        f"groups: {g['mixed']} mixed, {g['all_correct']} all correct, {g['all_incorrect']} all incorrect; "
-        f"accuracy {summary['accuracy']:.1%}, {summary['tokens']} tokens",
-        f"THR > 0: correct {d['correct']['frac_positive']:.1%}, incorrect {d['incorrect']['frac_positive']:.1%}; "
-        f"dominant tokens {d['frac_dominant']:.1%}",
-        f"top-{o['q']:.0%} |THR| vs entropy overlap: mean {o['all']['mean']:.2f} (chance {o['all']['chance_mean']:.2f}) "
-        f"over {o['all']['responses']} responses",
+        (f"groups: {g['mixed']} mixed, {g['all_correct']} all correct, {g['all_incorrect']} all incorrect; "
+        f"accuracy {summary['accuracy']:.1%}, {summary['tokens']} tokens"),
+        (f"THR > 0: correct {d['correct']['frac_positive']:.1%}, incorrect {d['incorrect']['frac_positive']:.1%}; "
+        f"dominant tokens {d['frac_dominant']:.1%}"),
+        (f"top-{o['q']:.0%} |THR| vs entropy overlap: mean {o['all']['mean']:.2f} (chance {o['all']['chance_mean']:.2f}) "
+        f"over {o['all']['responses']} responses"),
     ]
     if not g["mixed"]:
         lines.append("note: no group has both correct and incorrect responses, so every THR is 0; "

@@ -44,6 +44,7 @@ def plot_density(density: dict[str, Any], path: str | Path) -> Path:
                   label=f"{label}: {st['tokens']} tokens, {st['frac_positive']:.0%} with THR > 0, {st['frac_dominant']:.0%} dominant")
     ax.axvline(0, color="#555", linewidth=0.8)
     ax.set_xscale("symlog", linthresh=density["linthresh"])
+    _decade_ticks(ax, density["linthresh"], max(abs(edges[0]), abs(edges[-1])))
     ax.set_xlabel(f"THR of a token = A_j \u00d7 s  (symlog axis, linear within \u00b1{density['linthresh']:.2g})")
     ax.set_ylabel("share of tokens per bin")
     ax.set_ylim(bottom=0)
@@ -52,6 +53,19 @@ def plot_density(density: dict[str, Any], path: str | Path) -> Path:
                  f"{density['frac_dominant']:.1%}", fontsize=10)
     ax.legend(fontsize=8, loc="upper left", frameon=False)
     return _save(fig, path)
+
+
+def _decade_ticks(ax: Any, linthresh: float, top: float, most: int = 4) -> None:
+    """At most ``most`` decades per side on a symlog axis, labelled as powers of ten."""
+    import math
+
+    lo, hi = math.ceil(math.log10(linthresh)), math.floor(math.log10(max(top, linthresh)))
+    step = max(1, math.ceil((hi - lo + 1) / most))
+    decades = list(range(hi, lo - 1, -step))[::-1]
+    ticks = [-(10.0**e) for e in reversed(decades)] + [0.0] + [10.0**e for e in decades]
+    labels = [f"\u2212$10^{{{e}}}$" for e in reversed(decades)] + ["0"] + [f"$10^{{{e}}}$" for e in decades]
+    ax.set_xticks(ticks, labels)
+    ax.xaxis.set_minor_locator(__import__("matplotlib").ticker.NullLocator())
 
 
 def plot_overlap(overlap: dict[str, Any], path: str | Path) -> Path:

@@ -108,6 +108,9 @@ JS_CHARTS = r"""
     var ymax=Math.max.apply(null,ysAll);
     var xs=scale(xmin,xmax,M.l+4,W-M.r-4), ys=scale(ymin,ymax,H-M.b,M.t);
     var xt=xs.ticks.filter(function(v){return !spec.xint||Math.abs(v-Math.round(v))<1e-9;});
+    if(c){var top=Math.max(Math.abs(inv(xmin)),Math.abs(inv(xmax))), lo=Math.ceil(Math.log10(c)), hi=Math.floor(Math.log10(top)),
+      step=Math.max(1,Math.ceil((hi-lo+1)/3)); xt=[0];
+      for(var e=hi;e>=lo;e-=step){if(tx(Math.pow(10,e))<=xmax) xt.push(tx(Math.pow(10,e))); if(tx(-Math.pow(10,e))>=xmin) xt.unshift(tx(-Math.pow(10,e)));}}
     axes(svg,xs,ys,spec.xlabel,spec.ylabel,xt.map(function(v){return [xs.f(v),fmt(inv(v))];}));
     spec.series.forEach(function(s,si){var c=s.color||COLORS[si%COLORS.length], d='', pen=false, n=0;
       s.x.forEach(function(x,i){var y=s.y[i]; if(y===null){pen=false;return;} d+=(pen?'L':'M')+xs.f(x).toFixed(1)+','+ys.f(y).toFixed(1); pen=true; n++;});

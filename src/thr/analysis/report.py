@@ -15,6 +15,7 @@ Usage: ``thr report RUN_DIR [--output DIR] [--groups N] [--png false]``.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import sys
@@ -65,9 +66,9 @@ def pass_at_k_chart(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
     evals = [r for r in rows if any(k in r for k in keys)]
     if not keys or not evals:
         return None
-    picks = [("first eval (step %d)" % evals[0]["step"], evals[0])]
+    picks = [(f"first eval (step {evals[0]['step']})", evals[0])]
     if len(evals) > 1:
-        picks.append(("last eval (step %d)" % evals[-1]["step"], evals[-1]))
+        picks.append((f"last eval (step {evals[-1]['step']})", evals[-1]))
     return {"id": "c-passk", "kind": "bar", "title": "Pass@K vs K", "xlabel": "K",
             "categories": [k.split("@")[1] for k in keys],
             "series": [{"name": name, "values": [r.get(k) for k in keys]} for name, r in picks]}
@@ -124,7 +125,7 @@ def group_charts(groups: list[dict[str, Any]], q: float = 0.2) -> tuple[list[dic
         oe = ov["bin_edges"]
         charts.append({"id": "c-overlap", "kind": "bar", "title": f"Top-{q:.0%} |THR| vs entropy overlap per response",
                        "xlabel": "overlap (bin centre)", "note": f"{ov['definition']}; mean {ov['all']['mean']:.2f}, chance {ov['all']['chance_mean']:.2f}",
-                       "categories": [f"{(a + b) / 2:.2f}" for a, b in zip(oe[:-1], oe[1:])],
+                       "categories": [f"{(a + b) / 2:.2f}" for a, b in itertools.pairwise(oe)],
                        "series": [{"name": "correct", "values": ov["correct"]["hist_counts"], "color": "#1a9850"},
                                   {"name": "incorrect", "values": ov["incorrect"]["hist_counts"], "color": "#d73027"}]})
     return charts, numbers
@@ -151,7 +152,7 @@ def _mixed(g: dict[str, Any]) -> bool:
 
 def summary_table(run: dict[str, Any]) -> str:
     s, rows = run["summary"], run["metrics"]
-    pct = lambda v: "n/a" if v is None else f"{100 * v:.1f}%"  # noqa: E731
+    pct = lambda v: "n/a" if v is None else f"{100 * v:.1f}%"
     steps = [r for r in rows if r.get("time/step") is not None]
     thr_share = sum(float(r.get("time/thr", 0)) for r in steps) / max(sum(float(r["time/step"]) for r in steps), 1e-9)
     items = [
@@ -175,7 +176,7 @@ def _settings(config_text: str) -> str:
     import yaml
 
     c = yaml.safe_load(config_text) or {}
-    get = lambda sec, key: (c.get(sec) or {}).get(key)  # noqa: E731
+    get = lambda sec, key: (c.get(sec) or {}).get(key)
     parts = [f"model {get('model', 'name_or_path')}", f"loss {get('optim', 'loss_type')}",
              f"thr.mode {get('thr', 'mode')} p={get('thr', 'p')}", f"G={get('rollout', 'group_size')}",
              f"prompts/step {get('rollout', 'prompts_per_step')}", f"lr {get('optim', 'lr')}"]
@@ -188,7 +189,7 @@ def build_report(run: dict[str, Any], n_groups: int = 4) -> tuple[str, list[dict
 
     charts = training_charts(run["metrics"])
     gcharts, numbers = group_charts(run["groups"]) if run["groups"] else ([], {})
-    grid = lambda specs: '<div class="grid">' + "".join(f'<div class="chart" id="{c["id"]}"></div>' for c in specs) + "</div>"  # noqa: E731
+    grid = lambda specs: '<div class="grid">' + "".join(f'<div class="chart" id="{c["id"]}"></div>' for c in specs) + "</div>"
     shown = choose_groups(run["groups"], n_groups) if run["groups"] else []
     parts = [
         f"<h1>THR training report</h1><p class=\"muted\">{esc(run['dir'])}</p>",

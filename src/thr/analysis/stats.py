@@ -23,7 +23,8 @@ Definitions (stated again in ``docs/diagnostics.md``):
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 

@@ -9,7 +9,8 @@ and any ``vocab`` ids passed in. Every product then runs on ``W[S]`` (``[|S|, d]
 How ``pi`` is restricted to ``S`` (``lse`` is the log-partition over the whole vocabulary):
 
 - ``logits`` given (``[G, T, V]``, e.g. the old-log-prob forward's): ``pi_v`` for ``v`` in ``S`` are the
-  exact full-softmax probabilities, and ``top_k`` is read from them (no head product at all);
+  exact full-softmax probabilities, and ``top_k`` is read from them (no head product at all; with
+  ``token_log_probs`` too, ``lse = logit_y / tau - ln pi(y)`` saves the log-sum-exp pass);
 - ``token_log_probs`` given (``[G, T]``, ``ln pi(y)`` at the temperature, e.g. the old log-probs):
   ``lse = z_y / tau - ln pi(y)`` with ``z = W[S] h``: again the exact probabilities on ``S``;
 - neither, ``top_k = 0``: ``pi`` is renormalized over ``S`` (``softmax(W[S] h / tau)``);
@@ -31,6 +32,7 @@ from .influence import (
     DEFAULT_CHUNK,
     DEFAULT_KEPT_ELEMENTS,
     Method,
+    _check_finite_rows,
     _check_logits,
     _check_opts,
     _compute_dtype,
@@ -59,18 +61,16 @@ def _check_extra(token_log_probs, vocab, top_k, shape, V) -> None:
             raise ValueError(f"vocab has ids outside [0, {V})")
 
 
-def _full_pass(H, W, logits, bi, ti, temperature, top_k, chunk, dtype):
-    """One streamed pass over full rows: (top-k ids, log-partition ``[N]``)."""
-    tops, lse = [], torch.empty(H.shape[0], dtype=dtype, device=H.device)
+def _full_pass(H, W, logits, bi, ti, temperature, top_k, chunk, dtype, need_lse=True):
+    """One streamed pass over full rows: (top-k ids, log-partition ``[N]`` or None)."""
+    tops, lse = [], torch.empty(H.shape[0], dtype=dtype, device=H.device) if need_lse else None
     for a in range(0, H.shape[0], chunk):
         b = min(a + chunk, H.shape[0])
-        if logits is not None:
-            z = logits[bi[a:b], ti[a:b]].to(dtype)
-        else:
-            z = torch.mm(H[a:b], W.T)
-        z.div_(temperature)
-        lse[a:b] = torch.logsumexp(z, -1)
-        if top_k:
+        z = logits[bi[a:b], ti[a:b]] if logits is not None else torch.mm(H[a:b], W.T)
+        if need_lse:
+            z = z.to(dtype).div_(temperature)
+            lse[a:b] = torch.logsumexp(z, -1)
+        if top_k:  # the temperature does not change the order
             tops.append(torch.unique(torch.topk(z, min(top_k, z.shape[1]), dim=-1).indices))
         del z
     return tops, lse
@@ -81,10 +81,10 @@ def _restricted_probs(H, W_S, S, lse, logits, bi, ti, temperature):
     Hs = H / temperature if temperature != 1.0 else H
 
     def probs(a: int, b: int, buf: torch.Tensor | None) -> torch.Tensor:
-        if logits is not None:
-            z = logits[bi[a:b], ti[a:b]].to(H.dtype).div_(temperature)
-            out = z.index_select(1, S).sub_(torch.logsumexp(z, -1, keepdim=True))
-            return out.exp_() if buf is None else buf[: b - a].copy_(out.exp_())
+        if logits is not None:  # gather only the S columns of the rows: O(c |S|), lse from the first pass
+            z = logits[bi[a:b, None], ti[a:b, None], S[None, :]]
+            out = z.to(H.dtype) if buf is None else buf[: b - a].copy_(z)
+            return out.div_(temperature).sub_(lse[a:b, None]).exp_()
         out = torch.mm(Hs[a:b], W_S.T, out=None if buf is None else buf[: b - a])
         if lse is not None:
             return out.sub_(lse[a:b, None]).exp_()
@@ -105,15 +105,19 @@ def _approx_group(hidden_states, W, response_ids, mask, pos, rows, extra, opts):
     H, Y = hidden_states[bi, ti].to(dtype), response_ids[bi, ti].long()
     parts = [Y] + ([vocab.to(Y.device).long()] if vocab is not None else [])
     lse = None
-    if top_k and logits is None:
-        tops, lse = _full_pass(H, W.to(dtype), None, bi, ti, temperature, top_k, chunk, dtype)
+    if logits is not None and token_log_probs is not None:  # lse = z_y / tau - ln pi(y): no logsumexp pass
+        lse = logits[bi, ti, Y].to(dtype) / temperature - token_log_probs[bi, ti].to(dtype)
+    if top_k or (logits is not None and lse is None):
+        Wc = W.to(dtype) if logits is None else None
+        need = lse is None and (logits is not None or token_log_probs is None)
+        tops, full_lse = _full_pass(H, Wc, logits, bi, ti, temperature, top_k, chunk, dtype, need_lse=need)
         parts += tops
-    elif top_k:
-        parts += _full_pass(H, None, logits, bi, ti, temperature, top_k, chunk, dtype)[0]
+        lse = full_lse if lse is None else lse
     S = torch.unique(torch.cat(parts))  # sorted
     W_S = W.index_select(0, S).to(dtype)
+    _check_finite_rows("lm_head_weight", W_S)  # the rows in use (all of them were checked for top-k passes)
     Y_S = torch.searchsorted(S, Y)
-    if logits is None and lse is None and token_log_probs is not None:
+    if lse is None and token_log_probs is not None:
         z_y = (H * W_S.index_select(0, Y_S)).sum(-1) / temperature
         lse = z_y - token_log_probs[bi, ti].to(dtype)
     probs = _restricted_probs(H, W_S, S, lse, logits, bi, ti, temperature)
@@ -158,7 +162,9 @@ def token_influence_approx_batched(
     :func:`thr.core.token_influence_batched`. With ``return_vocab_sizes`` also returns the
     ``|S|`` of every group (a list; 0 for groups with no positive response).
     """
-    mask, pos = _validate_group(hidden_states, lm_head_weight, response_ids, response_mask, positive, temperature)
+    full_pass = top_k > 0 and logits is None  # reads every row of the weight
+    mask, pos = _validate_group(hidden_states, lm_head_weight, response_ids, response_mask, positive, temperature,
+                                check_weight=full_pass)
     _check_opts(chunk_size, max_pair_elements, max_kept_elements)
     _check_logits(logits, tuple(mask.shape), lm_head_weight.shape[0])
     _check_extra(token_log_probs, vocab, top_k, tuple(mask.shape), lm_head_weight.shape[0])

@@ -52,8 +52,13 @@ def _validate_group(
     response_mask: torch.Tensor,
     positive: torch.Tensor | None,
     temperature: float,
+    check_weight: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Check shapes, dtypes, finiteness and id range; return (bool mask, bool positive)."""
+    """Check shapes, dtypes, finiteness and id range; return (bool mask, bool positive).
+
+    ``check_weight=False`` skips the ``O(V d)`` finiteness scan of the weight (for callers that
+    read only some rows of it and check those).
+    """
     check_tensor("hidden_states", hidden_states, ndim=3)
     check_tensor("lm_head_weight", lm_head_weight, ndim=2)
     check_tensor("response_ids", response_ids, ndim=2)
@@ -81,7 +86,8 @@ def _validate_group(
             f"vocabulary mismatch with lm_head_weight of shape {tuple(lm_head_weight.shape)}"
         )
     check_finite("hidden_states", hidden_states, mask)
-    _check_finite_rows("lm_head_weight", lm_head_weight)
+    if check_weight:
+        _check_finite_rows("lm_head_weight", lm_head_weight)
     pos = None
     if positive is not None:
         check_tensor("positive", positive, ndim=1)
