@@ -172,6 +172,7 @@ def main(argv=None):
     ap.add_argument("--max-logits-gb", type=float, default=None, help="default 4 on cpu, 24 on cuda")
     ap.add_argument("--no-logits", action="store_true", help="only the standalone path")
     ap.add_argument("--tf32", action="store_true", help="allow TF32 for float32 matmuls on CUDA")
+    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="also append the JSON lines to this file")
     args = ap.parse_args(argv)
@@ -182,6 +183,8 @@ def main(argv=None):
     args.max_kept = None if args.max_kept_gb is None else int(args.max_kept_gb * 2**30 / 4)
     args.max_tflop = (1e9 if cuda else 3.0) if args.max_tflop is None else args.max_tflop
     args.max_logits_gb = (24.0 if cuda else 4.0) if args.max_logits_gb is None else args.max_logits_gb
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.tf32:
         torch.backends.cuda.matmul.allow_tf32 = True
     info = machine_info(args.device)

@@ -125,3 +125,15 @@ def test_weight_validation():
         thr_token_advantages(advantages, influence, influence, mask, torch.zeros(3), mode="nope")
     with pytest.raises(ValueError, match="threshold mode"):
         influence_threshold(influence, mask, positive, group_size=3, mode="median")
+
+
+def test_entropy_selection_keeps_top_fraction():
+    from thr.core import entropy_token_advantages
+
+    entropy = torch.tensor([[0.1, 0.9, 0.5, 0.3, 0.7], [0.2, 0.8, 0.4, 0.6, 5.0]], dtype=torch.float64)
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 1, 0]], dtype=torch.bool)
+    adv, m = entropy_token_advantages(torch.tensor([1.0, -1.0], dtype=torch.float64), entropy, mask, fraction=0.34)
+    kept = adv != 0
+    # 9 valid tokens, top 34% by entropy: 0.9, 0.8, 0.7 (the 5.0 is padding and never counts)
+    assert kept.sum() == 3 and kept[0, 1] and kept[1, 1] and kept[0, 4] and not kept[1, 4]
+    assert m["thr/frac_selected"] == pytest.approx(3 / 9)

@@ -154,3 +154,13 @@ def test_gspo_token_and_kl_step_runs(tiny_policy_dir, tmp_path):
 def test_config_errors_say_what_to_fix(override, match):
     with pytest.raises(ValueError, match=match):
         load_config(TrainConfig, [override])
+
+
+def test_entropy_control_and_likelihood_dynamics(tiny_policy_dir, tmp_path):
+    trainer = Trainer(make_cfg(tiny_policy_dir, tmp_path, "thr.mode=entropy", "thr.quantile=0.2",
+                               "log.likelihood_dynamics=true", "optim.lr=1e-3"))
+    m = trainer.train_step(0)
+    assert 0.1 < m["thr/frac_selected"] <= 0.3
+    # a step of gradient ascent on the correct responses' (positive-advantage) tokens raises their likelihood
+    assert m["likelihood/correct_delta"] > 0
+    assert "likelihood/incorrect_delta" in m

@@ -98,7 +98,7 @@ def _suggest(key: str, valid: list[str]) -> str:
     return f" Valid keys: {', '.join(sorted(valid))}."
 
 
-def apply_overrides(cfg: T, overrides: dict[str, Any], source: str) -> T:
+def apply_overrides(cfg: T, overrides: dict[str, Any], source: str, prefix: str = "") -> T:
     """Return a copy of dataclass ``cfg`` with dotted ``overrides`` applied (validated)."""
     updates: dict[str, Any] = {}
     nested: dict[str, dict[str, Any]] = {}
@@ -107,7 +107,7 @@ def apply_overrides(cfg: T, overrides: dict[str, Any], source: str) -> T:
         norm = key.replace("-", "_")
         head, _, rest = norm.partition(".")
         if head not in types_:
-            raise ValueError(f"{source}: unknown config key {key!r}.{_suggest(head, list(types_))}")
+            raise ValueError(f"{source}: unknown config key {prefix + key!r}.{_suggest(head, list(types_))}")
         sub = getattr(cfg, head)
         if dataclasses.is_dataclass(sub):
             if rest:
@@ -119,9 +119,9 @@ def apply_overrides(cfg: T, overrides: dict[str, Any], source: str) -> T:
         else:
             if rest:
                 raise ValueError(f"{source}: {head!r} has no sub-keys (got {key!r})")
-            updates[head] = convert_value(value, types_[head], f"{source}: {key}")
+            updates[head] = convert_value(value, types_[head], f"{source}: {prefix}{key}")
     for head, sub_over in nested.items():
-        updates[head] = apply_overrides(getattr(cfg, head), sub_over, source)
+        updates[head] = apply_overrides(getattr(cfg, head), sub_over, source, prefix=f"{prefix}{head}.")
     new = dataclasses.replace(cfg, **updates)
     return new
 

@@ -25,6 +25,7 @@ from thr import checkpoint as ckpt
 from thr.config import dump_yaml, load_config, to_dict
 from thr.core import (
     entropy_from_logits,
+    entropy_token_advantages,
     group_advantages,
     policy_loss,
     selective_log_softmax,
@@ -281,13 +282,19 @@ class Trainer:
         c = cfg.thr
         token_adv, thr_metrics = steered_advantages(
             advantages, old["influence"], batch.response_mask, positive, group_size=G,
-            mode=c.mode, p=c.p, threshold=c.threshold, beta=c.beta, quantile=c.quantile, value=c.value,
+            mode="off" if c.mode == "entropy" else c.mode, p=c.p, threshold=c.threshold, beta=c.beta,
+            quantile=c.quantile, value=c.value,
         )
+        if c.mode == "entropy":
+            token_adv, selected = entropy_token_advantages(advantages, old["entropy"], batch.response_mask, fraction=c.quantile)
+            thr_metrics.update(selected)
         t3 = time.perf_counter()
         update_metrics = self.update(batch, token_adv, old, step)
         if hasattr(self.generator, "sync_weights"):
             self.generator.sync_weights(self.model)
         t4 = time.perf_counter()
+        if cfg.log.likelihood_dynamics:
+            update_metrics.update(self._likelihood_change(batch, old["old_log_probs"], correct))
         thr_time = old["thr_seconds"] + (t3 - t2)
         lengths = batch.response_mask.sum(1).float()
         metrics: dict[str, Any] = {
@@ -310,6 +317,26 @@ class Trainer:
         if cfg.log.groups_every and step % cfg.log.groups_every == 0:
             self._log_groups(step, problems, samples, scores, batch, old, advantages, token_adv)
         return metrics
+
+    @torch.no_grad()
+    def _likelihood_change(self, batch: RolloutBatch, before: torch.Tensor, correct: torch.Tensor) -> dict[str, float]:
+        """Change of the mean token log-likelihood of the batch's correct / incorrect responses."""
+        self.model.eval()
+        out = {}
+        for name, rows in (("correct", correct), ("incorrect", ~correct)):
+            idx = rows.nonzero().squeeze(1)
+            if idx.numel() == 0:
+                continue
+            deltas = []
+            for micro in idx.split(self.cfg.optim.micro_batch_size):
+                sub = batch.rows(micro)
+                after = selective_log_softmax(policy_forward(self.model, sub), sub.response_ids, temperature=self.cfg.rollout.temperature)
+                m = sub.response_mask.float()
+                diff = (after - before[micro, : sub.response_width]) * m
+                deltas.append(diff.sum(1) / m.sum(1).clamp(min=1))
+            out[f"likelihood/{name}_delta"] = float(torch.cat(deltas).mean())
+        self.model.train()
+        return out
 
     def _log_groups(self, step, problems, samples, scores, batch, old, advantages, token_adv) -> None:
         from thr.train_data import group_records

@@ -108,7 +108,9 @@ class RewardSection:
 class THRSection:
     """Token Hidden Reward steering (spec sections 3-4).
 
-    mode: ``off`` (plain GRPO; THR statistics are still logged), ``reweight`` or ``dominant``.
+    mode: ``off`` (plain GRPO; THR statistics are still logged), ``reweight``, ``dominant``, or
+        ``entropy`` (a control without THR: train only on the top ``quantile`` fraction of the
+        batch's tokens by entropy).
     p: steering strength in (-1, 1): > 0 exploitation, < 0 exploration.
     threshold: ``nthr`` (tau = beta * min mean influence of a correct response), ``quantile``
         or ``absolute``.
@@ -203,6 +205,9 @@ class LogSection:
     groups_every: write the tokens, THR and influence of ``groups_per_log`` groups to
         ``groups.jsonl`` every N steps (for heat maps; 0: never).
     progress: show a progress bar.
+    likelihood_dynamics: after each update, re-score the batch's correct (and incorrect)
+        responses and log the change of their mean token log-likelihood (``likelihood/...``),
+        the quantity THR predicts; costs one extra forward per step.
     """
 
     tensorboard: bool = False
@@ -212,6 +217,7 @@ class LogSection:
     groups_every: int = 10
     groups_per_log: int = 2
     progress: bool = True
+    likelihood_dynamics: bool = False
 
 
 @dataclass
@@ -247,7 +253,7 @@ class TrainConfig:
         choices = {
             "rollout.backend": (self.rollout.backend, ("hf", "vllm")),
             "reward.truncated": (self.reward.truncated, ("zero", "verify")),
-            "thr.mode": (self.thr.mode, ("off", "reweight", "dominant")),
+            "thr.mode": (self.thr.mode, ("off", "reweight", "dominant", "entropy")),
             "thr.threshold": (self.thr.threshold, ("nthr", "quantile", "absolute")),
             "thr.influence": (self.thr.influence, ("full", "self")),
             "thr.method": (self.thr.method, ("auto", "mform", "pair")),

@@ -16,12 +16,19 @@ from .influence import (
 )
 from .losses import aggregate, policy_loss
 from .masked import entropy_from_logits, masked_mean, masked_sum, masked_var, selective_log_softmax
-from .weights import influence_threshold, steered_advantages, thr_metrics, thr_token_advantages
+from .weights import (
+    entropy_token_advantages,
+    influence_threshold,
+    steered_advantages,
+    thr_metrics,
+    thr_token_advantages,
+)
 
 __all__ = [
     "aggregate",
     "choose_method",
     "entropy_from_logits",
+    "entropy_token_advantages",
     "group_advantages",
     "influence_threshold",
     "masked_mean",

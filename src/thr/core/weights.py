@@ -176,3 +176,24 @@ def steered_advantages(
     finite = torch.isfinite(tau)
     metrics["thr/tau_mean"] = float(tau[finite].mean()) if bool(finite.any()) else 0.0
     return token_adv, metrics
+
+
+def entropy_token_advantages(
+    advantages: torch.Tensor, entropy: torch.Tensor, response_mask: torch.Tensor, *, fraction: float = 0.2
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Control: keep ``A_j`` only on the top ``fraction`` of valid tokens by entropy (batch-wide).
+
+    ``advantages [B]``, ``entropy [B, T]``, ``response_mask [B, T]`` -> ``([B, T], metrics)``.
+    This is the high-entropy ("forking") token selection used as a baseline to THR: it selects
+    by uncertainty alone, without THR's cross-token interactions.
+    """
+    mask = check_mask("response_mask", response_mask, tuple(entropy.shape))
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"fraction of tokens kept must be in (0, 1], got {fraction}")
+    vals = entropy[mask]
+    if vals.numel() == 0:
+        return torch.zeros_like(entropy), {"thr/frac_selected": 0.0}
+    cutoff = torch.quantile(vals.double(), 1.0 - fraction).to(entropy.dtype)
+    selected = (entropy >= cutoff) & mask
+    token_adv = advantages.to(entropy.dtype)[:, None] * selected
+    return token_adv, {"thr/frac_selected": float(selected.sum() / mask.sum())}
