@@ -48,8 +48,8 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def _rss_kb(key: str) -> int:
-    for line in open("/proc/self/status"):
+def _rss_kb(key: str, path: str = "/proc/self/status") -> int:
+    for line in open(path):
         if line.startswith(key):
             return int(line.split()[1])
     raise KeyError(key)
@@ -125,26 +125,27 @@ def head_logits(H, W, chunk=4096, out_dtype=None):
     return out.view(G, T, -1)
 
 
-def policy_group(G, T, d, V, dtype, device, seed=0, temperature=1.0, positive_fraction=0.5, zipf=1.1):
+def policy_group(G, T, d, V, dtype, device, seed=0, temperature=1.0, positive_fraction=0.5, zipf=1.1, n_cand=24):
     """A group whose tokens are sampled from the policy; returns (H, W, Y, mask, positive, logits).
 
-    Each state is ``a1 W[t1] + a2 W[t2] + a3 W[t3] + noise`` with ``t`` drawn from a Zipf law over a
-    random permutation of the vocabulary (a shared "topic"), ``a1 ~ U(14, 24)`` and the runner-ups
-    ``a2 = a1 - Exp(3)``, ``a3 = a2 - Exp(3)``: most tokens are near-deterministic, some are forks,
-    and 0-10% of the mass sits in the flat tail over the whole vocabulary (as with real LMs).
+    Each state is ``sum_r a_r W[t_r] + noise`` over ``n_cand`` candidate tokens ``t_r`` drawn from a
+    Zipf law over a random permutation of the vocabulary (a shared "topic"), with ``a_1 ~ U(12, 22)``,
+    ``a_2 = a_1 - Exp(mean 2)`` and then ``a_{r+1} = a_r - Exp(mean 0.7)``: most tokens are
+    near-deterministic, some are forks between a few candidates, a long tail of candidates holds
+    a few % of the mass, and 0-10% sits in a flat tail over the whole vocabulary.
     Response lengths vary (the last responses are shorter); logits are float32 (``logits`` output).
     """
     gen = torch.Generator(device="cpu").manual_seed(seed)
     W = torch.randn(V, d, generator=gen) / math.sqrt(d)
     perm = torch.randperm(V, generator=gen)
-    ranks = torch.arange(1, V + 1, dtype=torch.float64)
-    zipf_p = ranks.pow(-zipf)
-    cand = perm[torch.multinomial(zipf_p / zipf_p.sum(), G * T * 3, replacement=True, generator=gen)].view(G * T, 3)
-    a1 = 14 + 10 * torch.rand(G * T, generator=gen)
-    a2 = a1 - torch.empty(G * T).exponential_(1 / 3.0, generator=gen)
-    a3 = a2 - torch.empty(G * T).exponential_(1 / 3.0, generator=gen)
-    coef = torch.stack([a1, a2, a3], 1).clamp(min=0)
-    H = (coef[..., None] * W[cand]).sum(1) + 0.5 * torch.randn(G * T, d, generator=gen) / math.sqrt(d)
+    zipf_p = torch.arange(1, V + 1, dtype=torch.float64).pow(-zipf)
+    n = G * T
+    cand = perm[torch.multinomial(zipf_p / zipf_p.sum(), n * n_cand, replacement=True, generator=gen)].view(n, n_cand)
+    gaps = torch.empty(n, n_cand - 1).exponential_(1 / 0.7, generator=gen)
+    gaps[:, 0] = torch.empty(n).exponential_(1 / 2.0, generator=gen)
+    a1 = 12 + 10 * torch.rand(n, 1, generator=gen)
+    coef = torch.cat([a1, a1 - gaps.cumsum(1)], 1).clamp(min=0)
+    H = torch.einsum("nr,nrd->nd", coef, W[cand]) + 0.5 * torch.randn(n, d, generator=gen) / math.sqrt(d)
     W, H = W.to(dtype), H.view(G, T, d).to(dtype)  # the policy is the (possibly rounded) model
     logits = head_logits(H, W)
     flat = logits.view(G * T, V)

@@ -11,8 +11,9 @@ responses positive). One JSON line per (case, variant):
 
 - ``variant``: ``group`` (tokens of the group, renormalized over them), ``group+logprobs``
   (exact normalization from the old log-probs ``ln pi(y)``), ``group+topK+logits`` (top-k of every
-  distribution and exact probabilities from the old-pass logits), ``group+topK`` (top-k found by
-  one streamed head product);
+  distribution and exact probabilities from the old-pass logits; ``+logprobs``: the old log-probs
+  also given, which saves the log-sum-exp pass), ``group+topK`` (top-k found by one streamed head
+  product);
 - ``vocab`` (``|S|``) and ``vocab_fraction``; ``seconds`` against ``exact_seconds`` of the exact
   path with the same inputs (standalone, or with ``logits`` for the ``+logits`` variants) and
   ``speedup``;
@@ -44,7 +45,8 @@ from thr.core.masked import selective_log_softmax
 
 PRESETS = {  # (name, G, T, d, V)
     "quick": [("small", 8, 64, 256, 8000)],
-    "cpu": [("small", 8, 64, 256, 8000), ("mid", 8, 128, 1024, 32000), ("qwen2.5-math-1.5b", 8, 48, 1536, 151936)],
+    "cpu": [("small", 8, 64, 256, 8000), ("mid", 8, 128, 1024, 32000), ("qwen2.5-math-1.5b", 8, 48, 1536, 151936),
+            ("qwen2.5-math-1.5b", 8, 256, 1536, 151936)],
     "full": [("mid", 8, 512, 1024, 32000), ("qwen2.5-math-1.5b", 8, 512, 1536, 151936),
              ("qwen2.5-math-1.5b", 8, 2048, 1536, 151936), ("llama-3.2-3b", 8, 512, 3072, 128256)],
 }
@@ -80,6 +82,8 @@ def run_case(name, G, T, d, V, args):
           "load_1m": machine_info(dev)["load_1m"]}, args.out)
     variants = [("group", {}, False), ("group+logprobs", dict(token_log_probs=logp), False)]
     variants += [(f"group+top{k}+logits", dict(top_k=k, logits=logits), True) for k in args.top_k]
+    variants += [(f"group+top{k}+logits+logprobs", dict(top_k=k, logits=logits, token_log_probs=logp), True)
+                 for k in args.top_k[:1]]
     variants += [(f"group+top{args.top_k[0]}", dict(top_k=args.top_k[0]), False)]
     for label, kw, with_logits in variants:
         fn = lambda kw=kw: token_influence_approx(H, W, Y, mask, pos, return_vocab_size=True, **kw)  # noqa: E731
@@ -122,10 +126,13 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=1, help="exact runs per timing (median)")
     ap.add_argument("--bf16", action="store_true", help="also the bf16/fp32-vs-float64 error lines")
     ap.add_argument("--bf16-case", default="mid,8,128,1024,32000", help="name,G,T,d,V of the bf16 error case")
+    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     args.top_k = [int(k) for k in args.top_k.split(",")]
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.quick:
         args.preset = "quick"
         args.bf16_case = "small,8,64,256,8000"

@@ -28,12 +28,14 @@ the model's figures (multiply-adds, memory), so large shapes can be estimated fr
 from __future__ import annotations
 
 import argparse
+import os
 import re
+import time
 from statistics import median
 
 import torch
 
-from _common import DTYPES, PeakMemory, emit, head_logits, machine_info, random_group, timed
+from _common import DTYPES, PeakMemory, _rss_kb, emit, head_logits, machine_info, random_group, timed
 from thr.core.influence import DEFAULT_CHUNK, DEFAULT_KEPT_ELEMENTS, choose_method, influence_macs, token_influence
 
 MODELS = {  # name: (d, V)
@@ -57,20 +59,23 @@ PRESETS = {
 
 
 def memory_model_mb(N, Np, V, d, dtype, chunk, method, have_logits, tau=1.0, max_kept=None):
-    """Bytes the algorithm allocates (float32 compute) beyond its inputs, in MiB."""
+    """Bytes the algorithm allocates (float32 compute) beyond its inputs, in MiB: the float32 copy
+    of a bf16 weight (standalone), the gathered states, one ``[rows, V]`` buffer, and ``M [V, d]``
+    plus the kept positive probabilities (M-form) or ``P+ [N+, V]`` (pair-form)."""
     e = 8 if dtype == torch.float64 else 4
     w_copy = 0 if (dtype in (torch.float32, torch.float64) or have_logits) else V * d * e
     states = N * d * e * (2 if tau != 1.0 else 1)
-    buf = min(chunk, N) * V * e
     if method == "pair":
+        buf = min(chunk, N - Np) * V * e
         extra = Np * V * e + 3 * min(chunk, N) * Np * e
     else:
-        budget = DEFAULT_KEPT_ELEMENTS if max_kept is None else max_kept
+        budget = 0 if have_logits else (DEFAULT_KEPT_ELEMENTS if max_kept is None else max_kept)
         c = max(1, min(chunk, Np))
-        kept = 0 if have_logits else min(budget // (c * V), -(-Np // c)) * c * V
-        extra = V * d * e + kept * e
-    gather = min(chunk, N) * V * 2 if have_logits else 0  # the per-chunk gather of bf16 logits rows
-    return (w_copy + states + buf + extra + gather) / 2**20
+        kept_chunks = min(budget // (c * V), -(-Np // c))
+        all_kept = kept_chunks * c >= Np and N == Np
+        buf = 0 if all_kept else min(chunk, max(Np, N - Np)) * V * e
+        extra = V * d * e + kept_chunks * c * V * e
+    return (w_copy + states + buf + extra) / 2**20  # logits rows are copied straight into the buffer
 
 
 def lmhead_fn(H, W, chunk):
@@ -131,8 +136,9 @@ def run_case(name, G, T, dtype_name, args, info):
     t_lm = median(times["lmhead"])
     for p, rec in records.items():
         t = median(times[p])
-        rec.update(seconds=round(t, 4), lmhead_seconds=round(t_lm, 4),
-                   ratio=round(median([a / b for a, b in zip(times[p], times["lmhead"])]), 3))
+        ratios = [a / b for a, b in zip(times[p], times["lmhead"])]
+        rec.update(seconds=round(t, 4), lmhead_seconds=round(t_lm, 4), ratio=round(median(ratios), 3),
+                   ratio_range=[round(min(ratios), 3), round(max(ratios), 3)])
         if "lmhead_fp32" in times:
             rec["ratio_fp32"] = round(median([a / b for a, b in zip(times[p], times["lmhead_fp32"])]), 3)
         rec.update(gflops=round(2 * rec["macs_per_lmhead"] * N * V * d / t / 1e9, 1),
@@ -154,6 +160,43 @@ def interleaved(fns: dict, device: str, repeats: int, warmup: int) -> dict[str, 
     return times
 
 
+def _probe_child(name, G, T, dtype_name, chunk, max_kept, method, conn):
+    """Child of :func:`probe_memory`: build the group, reset the RSS high-water mark, run THR."""
+    torch.set_num_threads(1)
+    d, V = MODELS[name]
+    H, W, Y, mask, pos = random_group(G, T, d, V, DTYPES[dtype_name], "cpu")
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    conn.send(_rss_kb("VmRSS"))
+    token_influence(H, W, Y, mask, pos, chunk_size=chunk, max_kept_elements=max_kept, method=method)
+    conn.send(-1)
+
+
+def probe_memory(name, G, T, dtype_name, args):
+    """Peak RSS growth of the standalone path at a shape too slow to finish on this machine: the
+    run is stopped after ``--probe-seconds`` (every buffer is allocated within the first chunks)."""
+    import multiprocessing as mp
+    d, V = MODELS[name]
+    N, Np = G * T, (G // 2) * T
+    method = choose_method(N, Np, V, d, args.chunk, max_kept_elements=args.max_kept) if args.method == "auto" else args.method
+    parent, child = mp.get_context("spawn").Pipe()
+    proc = mp.get_context("spawn").Process(target=_probe_child, args=(name, G, T, dtype_name, args.chunk, args.max_kept,
+                                                                      method, child))
+    proc.start()
+    base_kb = parent.recv()
+    t0 = time.perf_counter()
+    finished = parent.poll(args.probe_seconds) and parent.recv() == -1
+    hwm_kb = _rss_kb("VmHWM", f"/proc/{proc.pid}/status")
+    proc.kill()
+    proc.join()
+    emit({"case": f"{name}-G{G}-T{T}", "G": G, "T": T, "d": d, "V": V, "N": N, "N_pos": Np, "dtype": dtype_name,
+          "path": "standalone", "method": method, "chunk": args.chunk, "probe_seconds": round(time.perf_counter() - t0, 1),
+          "finished": bool(finished), "peak_extra_mb": round((hwm_kb - base_kb) / 1024, 1),
+          "model_mb": round(memory_model_mb(N, Np, V, d, DTYPES[dtype_name], args.chunk, method, False,
+                                            max_kept=args.max_kept), 1),
+          "full_logits_mb": round(N * V * 4 / 2**20, 1), "load_1m": round(os.getloadavg()[0], 2)}, args.out)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", default="cpu")
@@ -172,6 +215,8 @@ def main(argv=None):
     ap.add_argument("--max-logits-gb", type=float, default=None, help="default 4 on cpu, 24 on cuda")
     ap.add_argument("--no-logits", action="store_true", help="only the standalone path")
     ap.add_argument("--tf32", action="store_true", help="allow TF32 for float32 matmuls on CUDA")
+    ap.add_argument("--probe-seconds", type=float, default=None,
+                    help="CPU: only measure the standalone path's peak memory, stopping each run after this long")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="also append the JSON lines to this file")
@@ -193,6 +238,9 @@ def main(argv=None):
         if args.cases and not re.search(args.cases, f"{name}-G{G}-T{T}"):
             continue
         for dt in args.dtypes.split(","):
+            if args.probe_seconds:
+                probe_memory(name, G, T, dt, args)
+                continue
             with torch.no_grad():
                 run_case(name, G, T, dt, args, info)
 

@@ -30,6 +30,10 @@ TINY = EmbeddedConfig(
     warmup_steps=5,
     n_sft_examples=300,
     n_test=20,
+    target_val_accuracy=1.0,  # never reached: checks run at steps 20, 30, 40 and training goes on
+    val_problems=8,
+    check_after=20,
+    check_every=10,
     eval_problems=4,
     eval_pass_problems=2,
     eval_pass_k=2,
@@ -51,13 +55,17 @@ def test_warm_start_writes_loadable_model(trained: Path) -> None:
     assert type(model).__name__ == "Qwen2ForCausalLM"
     assert tok("Solution: 7")["input_ids"] == list(b"Solution: 7")
     assert tok.eos_token_id == model.config.eos_token_id
-    out = model.generate(**tok(["Problem: Compute 1+2.\nSolution:"], return_tensors="pt"), max_new_tokens=4, do_sample=False)
+    out = model.generate(
+        **tok(["Problem: Compute 1+2.\nSolution:"], return_tensors="pt"), max_new_tokens=4, do_sample=False
+    )
     assert out.shape[1] > 0
     info = load_info(trained)
     assert info["config"] == dataclasses.asdict(TINY)
     assert info["n_params"] == sum(p.numel() for p in model.parameters())
     assert info["wall_seconds"] > 0 and set(info["eval"]) == {"greedy", "sample_t1_k2"}
     assert 0.0 <= info["eval"]["greedy"]["accuracy"] <= 1.0
+    assert info["sft_steps_run"] == TINY.sft_steps
+    assert [step for step, _ in info["val_accuracy"]] == [20, 30, 40]
 
 
 def test_loss_goes_down(trained: Path) -> None:
@@ -112,8 +120,10 @@ def test_encode_sft_masks_prompt() -> None:
     from thr.tiny import build_tokenizer
 
     tok = build_tokenizer()
-    ex = [{"problem": "Compute 1+2.", "solution": " 1+2=3. \\boxed{3}", "answer": "3"},
-          {"problem": "Compute 10+20+3.", "solution": " 10+20=30. 30+3=33. \\boxed{33}", "answer": "33"}]
+    ex = [
+        {"problem": "Compute 1+2.", "solution": " 1+2=3. \\boxed{3}", "answer": "3"},
+        {"problem": "Compute 10+20+3.", "solution": " 10+20=30. 30+3=33. \\boxed{33}", "answer": "33"},
+    ]
     ids, labels = encode_sft(tok, ex)
     prompt_len = len("Problem: Compute 1+2.\nSolution:")
     assert ids.shape == labels.shape and ids.shape[0] == 2
@@ -141,3 +151,22 @@ def test_config_validation_key_and_schedule(monkeypatch: pytest.MonkeyPatch, tmp
     assert default_cache_dir() == tmp_path
     monkeypatch.delenv("THR_CACHE_DIR")
     assert default_cache_dir() == Path.home() / ".cache" / "thr" / "embedded"
+
+
+def test_stops_at_accuracy_target(monkeypatch: pytest.MonkeyPatch) -> None:
+    from thr import embedded
+    from thr.tiny import build_model, build_tokenizer
+
+    seen: list[int] = []
+
+    def fake_accuracy(model, tokenizer, problems, cfg) -> float:
+        seen.append(len(problems))
+        return 0.5 if len(seen) == 2 else 0.1
+
+    monkeypatch.setattr(embedded, "_val_accuracy", fake_accuracy)
+    tok = build_tokenizer()
+    model = build_model(tok, hidden_size=32, num_layers=1, num_heads=2)
+    cfg = dataclasses.replace(TINY, target_val_accuracy=0.4)
+    out = embedded.sft_train(model, tok, cfg, progress=False)
+    assert out["steps"] == 30 and len(out["losses"]) == 30
+    assert out["val"] == [[20, 0.1], [30, 0.5]] and seen == [8, 8]

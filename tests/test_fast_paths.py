@@ -8,13 +8,16 @@ import textwrap
 
 import pytest
 import torch
+from test_influence import assert_close_rel, make_group, reference_influence
 
 import thr
 from thr.core import choose_method, token_influence_batched
-from thr.core.approx import token_hidden_reward_approx, token_influence_approx, token_influence_approx_batched
+from thr.core.approx import (
+    token_hidden_reward_approx,
+    token_influence_approx,
+    token_influence_approx_batched,
+)
 from thr.core.masked import selective_log_softmax
-
-from test_influence import assert_close_rel, make_group, reference_influence
 
 
 @pytest.fixture(autouse=True)
@@ -258,3 +261,17 @@ def test_peak_memory_is_chunk_bounded(method):
     peak_mb = float(out.stdout.strip().splitlines()[-1])
     limit = 80 if method == "mform" else 250
     assert peak_mb < limit, peak_mb
+
+
+def test_non_finite_weight_is_reported_with_its_index():
+    H, W, Y, mask = make_group(seed=0)
+    for bad in (float("nan"), float("inf")):
+        W2 = W.clone()
+        W2[3, 2] = bad
+        with pytest.raises(ValueError, match=r"lm_head_weight contains NaN or inf \(first at index \[3, 2\]\)"):
+            thr.token_influence(H, W2, Y.clamp(min=0), mask, POS)
+    # the approximation checks only the rows it reads (the tokens of the group)
+    W3 = W.clone()
+    W3[int(Y[mask][0])] = float("nan")
+    with pytest.raises(ValueError, match="NaN or inf"):
+        token_influence_approx(H, W3, Y.clamp(min=0), mask, POS)

@@ -45,11 +45,13 @@ def test_splits_deterministic_and_disjoint() -> None:
     assert not train_p & test_p
     # the test split does not depend on n_train; another seed gives other problems
     assert load_split("test", n_train=10) == test
+    # a longer train split extends a shorter one (the warm start's validation problems follow it)
+    assert load_split("train", n_train=3100)[:3000] == train
     assert load_split("test", seed=1, n_train=10) != test
 
 
 def test_same_split_in_another_process() -> None:
-    import thr.tasks.arith as arith
+    from thr.tasks import arith
 
     # load the module file alone (stdlib only) so the child skips importing torch via ``thr``
     code = (
@@ -58,7 +60,9 @@ def test_same_split_in_another_process() -> None:
         "print(json.dumps(m.load_split('test', seed=3, n_test=50, n_train=0)))"
     )
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
-    out = subprocess.run([sys.executable, "-c", code, arith.__file__], capture_output=True, text=True, env=env, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code, arith.__file__], capture_output=True, text=True, env=env, check=True
+    )
     assert json.loads(out.stdout) == load_split("test", seed=3, n_test=50, n_train=0)
 
 
@@ -67,7 +71,7 @@ def test_answers_are_correct_and_solutions_consistent() -> None:
     for d in load_split("test") + load_split("train", n_train=2000):
         expr = _expression(d["problem"])
         assert re.fullmatch(r"[0-9+\-*()]+", expr)
-        assert eval(expr) == int(d["answer"])  # noqa: S307 - digits and + - * ( ) only
+        assert eval(expr) == int(d["answer"])
         steps, boxed = _steps(d["solution"])
         assert boxed == d["answer"]
         assert cfg.min_operands - 1 <= len(steps) <= cfg.max_operands - 1
@@ -109,7 +113,7 @@ def test_parentheses_follow_precedence() -> None:
     wrapped = [d for d in data if "(" in d["problem"]]
     assert wrapped, "a product after a sum must be parenthesised somewhere"
     for d in wrapped:
-        assert eval(_expression(d["problem"])) == int(d["answer"])  # noqa: S307
+        assert eval(_expression(d["problem"])) == int(d["answer"])
 
 
 def test_bad_settings_raise() -> None:

@@ -23,9 +23,10 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import torch
 
@@ -49,16 +50,26 @@ class EmbeddedConfig:
         num_heads: attention heads (must divide ``hidden_size``).
         intermediate_size: MLP width; 0 means ``4 * hidden_size``.
         seed: model init, data order and task splits.
-        sft_steps: optimizer steps of the supervised phase. This is the knob that stops training
-            early on purpose: fewer steps leave a weaker policy with more room for RL.
+        sft_steps: most optimizer steps of the supervised phase (also the horizon of the cosine
+            schedule). Training stops early on purpose, either here or at the accuracy target
+            below, so that the policy is only partly trained and RL has room to improve it.
+        target_val_accuracy: stop as soon as greedy accuracy on the validation problems reaches
+            this (0 disables the check: exactly ``sft_steps`` steps). Arithmetic is learned in a
+            sharp, seed-dependent transition, so a fixed step count lands anywhere between ~10%
+            and ~70%; the target makes the warm start land in the intended band.
+        val_problems: validation problems for the target: the ones that follow the training
+            split in its generator stream, so they are disjoint from the SFT/RL training problems
+            and from the test split (only generated when a check can happen).
+        check_after: first step at which the target is checked.
+        check_every: steps between checks.
         batch_size: sequences per step.
         lr: peak AdamW learning rate (linear warmup, then cosine decay to ``lr * min_lr_ratio``).
         warmup_steps: linear warmup length.
         min_lr_ratio: final learning rate as a fraction of ``lr``.
         weight_decay: AdamW decoupled weight decay.
         grad_clip: max global gradient norm (0 disables clipping).
-        n_sft_examples: size of the training split used for SFT (problems are sampled with
-            replacement from it).
+        n_sft_examples: size of the training split (SFT samples from it with replacement; RL
+            later trains on the same split).
         n_test: size of the held-out split (RL evaluation uses the same split).
         min_operands, max_operands, min_value, max_value, ops, max_multiplier, max_result:
             task difficulty, see :class:`thr.tasks.arith.ArithConfig`.
@@ -69,14 +80,18 @@ class EmbeddedConfig:
     """
 
     arch: Literal["qwen2", "llama"] = "qwen2"
-    hidden_size: int = 128
-    num_layers: int = 4
+    hidden_size: int = 64
+    num_layers: int = 3
     num_heads: int = 4
     intermediate_size: int = 0
     seed: int = 0
-    sft_steps: int = 300
-    batch_size: int = 64
-    lr: float = 3e-3
+    sft_steps: int = 1200
+    target_val_accuracy: float = 0.25
+    val_problems: int = 128
+    check_after: int = 500
+    check_every: int = 50
+    batch_size: int = 32
+    lr: float = 5e-3
     warmup_steps: int = 30
     min_lr_ratio: float = 0.1
     weight_decay: float = 0.01
@@ -86,10 +101,10 @@ class EmbeddedConfig:
     min_operands: int = 2
     max_operands: int = 3
     min_value: int = 1
-    max_value: int = 99
+    max_value: int = 50
     ops: str = "+-*"
     max_multiplier: int = 9
-    max_result: int = 999
+    max_result: int = 99
     eval_problems: int = 200
     eval_pass_problems: int = 64
     eval_pass_k: int = 8
@@ -114,7 +129,7 @@ class EmbeddedConfig:
         """Keyword arguments for ``thr.tasks.arith.load_split`` (seed included)."""
         return dataclasses.asdict(self.task_config())
 
-    def validate(self) -> "EmbeddedConfig":
+    def validate(self) -> EmbeddedConfig:
         """Raise ``ValueError`` naming the first bad field; return ``self``."""
         if self.arch not in ("qwen2", "llama"):
             raise ValueError(f"arch must be 'qwen2' or 'llama', got {self.arch!r}")
@@ -131,6 +146,12 @@ class EmbeddedConfig:
             raise ValueError("need warmup_steps >= 0 and 0 <= min_lr_ratio <= 1")
         if self.weight_decay < 0 or self.grad_clip < 0:
             raise ValueError("weight_decay and grad_clip must be >= 0")
+        if not 0.0 <= self.target_val_accuracy <= 1.0:
+            raise ValueError("target_val_accuracy must be in [0, 1]")
+        if self.val_problems < 0 or self.check_after < 0 or self.check_every < 1:
+            raise ValueError("need val_problems >= 0, check_after >= 0 and check_every >= 1")
+        if self.target_val_accuracy > 0 and self.val_problems == 0:
+            raise ValueError("target_val_accuracy needs val_problems > 0")
         if self.n_sft_examples < 1:
             raise ValueError("n_sft_examples must be >= 1")
         for name in ("eval_problems", "eval_pass_problems", "eval_pass_k"):
@@ -202,6 +223,22 @@ def encode_sft(tokenizer: Any, examples: list[dict[str, str]]) -> tuple[torch.Te
     return torch.tensor(ids_rows, dtype=torch.long), torch.tensor(label_rows, dtype=torch.long)
 
 
+def _optimizer(model: Any, cfg: EmbeddedConfig) -> torch.optim.Optimizer:
+    """AdamW with weight decay on matrices only (not on norms, biases)."""
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "norm" not in n]
+    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "norm" not in n)]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98))
+
+
+def _val_accuracy(model: Any, tokenizer: Any, problems: list[dict[str, str]], cfg: EmbeddedConfig) -> float:
+    """Greedy accuracy on ``problems`` (the model is left in train mode)."""
+    model.eval()
+    acc = evaluate_policy(model, tokenizer, problems, max_new_tokens=cfg.max_new_tokens)["accuracy"]
+    model.train()
+    return acc
+
+
 def sft_train(
     model: Any,
     tokenizer: Any,
@@ -209,25 +246,24 @@ def sft_train(
     *,
     progress: bool = True,
     on_step: Callable[[int, float], None] | None = None,
-) -> list[float]:
-    """Supervised warm start of ``model`` in place; returns the loss of every step.
+) -> dict[str, Any]:
+    """Supervised warm start of ``model`` in place (see :class:`EmbeddedConfig` for the stop rule).
 
+    Returns ``{"losses": [...], "val": [[step, accuracy], ...], "steps": n}``.
     ``on_step(step, loss)`` is called after each optimizer step (e.g. for logging).
     """
     from tqdm.auto import tqdm
 
-    input_ids, labels = encode_sft(tokenizer, load_split("train", **cfg.task_kwargs()))
-    pad_id = tokenizer.pad_token_id
+    checks = cfg.target_val_accuracy > 0 and cfg.check_after <= cfg.sft_steps
+    task = {**cfg.task_kwargs(), "n_train": cfg.n_sft_examples + (cfg.val_problems if checks else 0)}
+    train = load_split("train", **task)  # the first n_sft_examples are the task's training split
+    input_ids, labels = encode_sft(tokenizer, train[: cfg.n_sft_examples])
+    val = train[cfg.n_sft_examples :]
     gen = torch.Generator().manual_seed(cfg.seed)
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "norm" not in n]
-    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "norm" not in n)]
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.lr,
-        betas=(0.9, 0.98),
-    )
+    opt = _optimizer(model, cfg)
     model.train()
     losses: list[float] = []
+    val_curve: list[list[float]] = []
     bar = tqdm(range(cfg.sft_steps), desc="warm start (SFT)", disable=not progress, leave=False)
     for step in bar:
         idx = torch.randint(0, input_ids.shape[0], (cfg.batch_size,), generator=gen)
@@ -236,20 +272,26 @@ def sft_train(
         ids, lab = ids[:, :keep], lab[:, :keep]
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg)
-        loss = model(input_ids=ids, attention_mask=(ids != pad_id).long(), labels=lab).loss
+        loss = model(input_ids=ids, attention_mask=(ids != tokenizer.pad_token_id).long(), labels=lab).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
         losses.append(float(loss.detach()))
-        if step % 10 == 0 or step == cfg.sft_steps - 1:
+        if step % 10 == 0:
             bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
         if on_step is not None:
             on_step(step, losses[-1])
+        done = step + 1
+        if checks and done >= cfg.check_after and (done - cfg.check_after) % cfg.check_every == 0:
+            val_curve.append([done, _val_accuracy(model, tokenizer, val, cfg)])
+            bar.set_postfix(loss=f"{losses[-1]:.3f}", val=f"{val_curve[-1][1]:.2f}")
+            if val_curve[-1][1] >= cfg.target_val_accuracy:
+                break
     bar.close()
     model.eval()
-    return losses
+    return {"losses": losses, "val": val_curve, "steps": len(losses)}
 
 
 def evaluate_policy(
@@ -361,7 +403,12 @@ def _publish(tmp: Path, final: Path, force: bool) -> Path:
         os.replace(tmp, final)
         shutil.rmtree(trash, ignore_errors=True)
     else:
-        os.replace(tmp, final)
+        try:
+            os.replace(tmp, final)
+        except OSError:  # another process published the same key meanwhile
+            if not _is_complete(final):
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
     return final
 
 
@@ -392,7 +439,7 @@ def warm_start(
     _remove_stale_tmp(root)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=root))
     try:
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         tokenizer = build_tokenizer()
         model = build_model(
             tokenizer,
@@ -405,8 +452,8 @@ def warm_start(
         )
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
-            losses = sft_train(model, tokenizer, cfg, progress=progress, on_step=on_step)
-        train_s = time.perf_counter() - start
+            sft = sft_train(model, tokenizer, cfg, progress=progress, on_step=on_step)
+        train_s, train_cpu = time.perf_counter() - start, time.process_time() - cpu_start
         evaluation = _evaluate(model, tokenizer, cfg)
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
@@ -415,9 +462,13 @@ def warm_start(
             "task_version": TASK_VERSION,
             "embedded_version": EMBEDDED_VERSION,
             "n_params": sum(p.numel() for p in model.parameters()),
-            "loss": _loss_summary(losses),
+            "sft_steps_run": sft["steps"],
+            "val_accuracy": sft["val"],
+            "loss": _loss_summary(sft["losses"]),
             "train_seconds": round(train_s, 2),
+            "train_cpu_seconds": round(train_cpu, 2),
             "wall_seconds": round(time.perf_counter() - start, 2),
+            "cpu_seconds": round(time.process_time() - cpu_start, 2),
             "torch_threads": torch.get_num_threads(),
             "eval": evaluation,
         }

@@ -9,7 +9,10 @@ answer happens to appear in it; ``truncated="verify"`` scores it like any other 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+
+_STEP = re.compile(r"(\d+)\s*([+\-*])\s*(\d+)\s*=\s*(\d+)")
 
 
 @dataclass
@@ -22,6 +25,22 @@ class Score:
     truncated: bool
 
 
+def arith_steps_valid(text: str) -> bool:
+    """True when ``text`` writes at least one step ``a op b = c`` and every step is true and
+    starts from the previous step's result (the worked-solution format of ``thr.tasks.arith``)."""
+    steps = _STEP.findall(text)
+    if not steps:
+        return False
+    previous = None
+    for a, op, b, c in steps:
+        x, y, z = int(a), int(b), int(c)
+        value = x + y if op == "+" else x - y if op == "-" else x * y
+        if value != z or (previous is not None and x != previous):
+            return False
+        previous = z
+    return True
+
+
 def score_response(
     text: str,
     gold: str,
@@ -31,8 +50,13 @@ def score_response(
     incorrect: float = 0.0,
     format_bonus: float = 0.0,
     truncated: str = "zero",
+    check_steps: bool = False,
 ) -> Score:
-    """Reward of one response ``text`` against ``gold``; see the module doc for the rules."""
+    """Reward of one response ``text`` against ``gold``; see the module doc for the rules.
+
+    ``check_steps`` (built-in arithmetic task only) also requires :func:`arith_steps_valid`: a
+    right final answer reached through a wrong step does not count as correct.
+    """
     from thr.verifier import extract_answer, verify
 
     if truncated not in ("zero", "verify"):
@@ -41,6 +65,6 @@ def score_response(
     if was_cut and truncated == "zero":
         return Score(incorrect, False, False, True)
     has_answer = extract_answer(text) is not None
-    ok = bool(has_answer and verify(text, gold))
+    ok = bool(has_answer and verify(text, gold)) and (not check_steps or arith_steps_valid(text))
     reward = (correct if ok else incorrect) + (format_bonus if has_answer else 0.0)
     return Score(reward, ok, has_answer, was_cut)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -56,6 +57,8 @@ class Trainer:
         if path == "embedded":
             from thr.embedded import warm_start
 
+            if "OMP_NUM_THREADS" not in os.environ:
+                torch.set_num_threads(1)  # tiny model: one thread beats two (measured; see docs/embedded.md)
             path = str(warm_start(cfg.embedded, progress=cfg.log.progress))
         self.setup_seconds = time.perf_counter() - self.created
         m = cfg.model
@@ -70,11 +73,16 @@ class Trainer:
         if path != cfg.model.name_or_path and self.template == "auto":
             self.template = "plain"  # the embedded model is trained on the plain template
         self.train_problems, self.eval_problems = load_train_eval(cfg)
+        self.check_steps = cfg.reward.check_steps == "true" or (cfg.reward.check_steps == "auto" and cfg.data.train == "arith")
         format_prompt(self.tokenizer, self.train_problems[0].problem, self.template)  # fail now, not mid-run
         self.ref_model = self._make_reference() if cfg.optim.kl_coef > 0 else None
         params = [p for p in self.model.parameters() if p.requires_grad]
         o = cfg.optim
-        self.optimizer = torch.optim.AdamW(params, lr=o.lr, betas=(o.adam_beta1, o.adam_beta2), weight_decay=o.weight_decay)
+        if o.optimizer == "sgd":
+            self.optimizer = torch.optim.SGD(params, lr=o.lr, momentum=o.sgd_momentum, weight_decay=o.weight_decay)
+        else:
+            self.optimizer = torch.optim.AdamW(params, lr=o.lr, betas=(o.adam_beta1, o.adam_beta2), eps=o.adam_eps,
+                                               weight_decay=o.weight_decay)
         total_updates = cfg.steps * o.ppo_epochs * o.mini_batches
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda u: lr_factor(u, o.warmup_steps, total_updates, o.lr_schedule))
         from thr.generation import make_generator
@@ -148,7 +156,8 @@ class Trainer:
         rw = self.cfg.reward
         scores = [
             score_response(s.text, problems[s.prompt_index].answer, finish_reason=s.finish_reason, correct=rw.correct,
-                           incorrect=rw.incorrect, format_bonus=rw.format_bonus, truncated=rw.truncated)
+                           incorrect=rw.incorrect, format_bonus=rw.format_bonus, truncated=rw.truncated,
+                           check_steps=self.check_steps)
             for s in samples
         ]
         return problems, samples, scores

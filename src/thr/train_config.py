@@ -96,12 +96,19 @@ class RewardSection:
     truncated: ``zero`` gives a response cut at ``max_new_tokens`` the ``incorrect`` reward and
         no format bonus, even if it holds a boxed answer (it never finished); ``verify`` scores it
         like any other response.
+    check_steps: ``auto`` (on for the built-in ``arith`` task, off otherwise), ``true`` or
+        ``false``. When on, a response is correct only if its final answer verifies AND every
+        written step ``a op b = c`` is true and chained. The worked solution is
+        part of that task's verifiable output; without this, most rewarded responses of a weak
+        tiny model reach the right answer through a wrong step, and GRPO reinforces the wrong
+        arithmetic (see docs/embedded.md).
     """
 
     correct: float = 1.0
     incorrect: float = 0.0
     format_bonus: float = 0.0
     truncated: str = "zero"
+    check_steps: str = "auto"
 
 
 @dataclass
@@ -145,7 +152,11 @@ class OptimSection:
     aggregation: ``token-mean``, ``seq-mean-token-mean`` or ``seq-mean-token-sum-norm``.
     kl_coef: k3 KL penalty to the initial policy (0: off, no reference model is kept).
     entropy_coef: entropy bonus coefficient.
-    lr: AdamW learning rate. weight_decay, adam_beta1, adam_beta2: AdamW settings.
+    optimizer: ``adamw`` or ``sgd`` (plain SGD with ``sgd_momentum``; on tiny models Adam's
+        per-parameter normalisation turns noisy policy gradients into a random walk of size lr).
+    lr: learning rate (the default suits the embedded tiny model; real-model presets use 1e-6).
+        weight_decay, adam_beta1, adam_beta2, adam_eps: AdamW settings.
+    sgd_momentum: momentum of ``sgd``.
     lr_schedule: ``constant``, ``linear`` or ``cosine`` decay after ``warmup_steps``.
     warmup_steps: optimizer steps of linear warmup.
     max_grad_norm: gradient clipping (0: off).
@@ -164,10 +175,13 @@ class OptimSection:
     aggregation: str = "token-mean"
     kl_coef: float = 0.0
     entropy_coef: float = 0.0
-    lr: float = 1e-6
+    optimizer: str = "adamw"
+    lr: float = 5e-5
     weight_decay: float = 0.0
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
+    adam_eps: float = 1e-8
+    sgd_momentum: float = 0.0
     lr_schedule: str = "constant"
     warmup_steps: int = 0
     max_grad_norm: float = 1.0
@@ -253,6 +267,7 @@ class TrainConfig:
         choices = {
             "rollout.backend": (self.rollout.backend, ("hf", "vllm")),
             "reward.truncated": (self.reward.truncated, ("zero", "verify")),
+            "reward.check_steps": (self.reward.check_steps, ("auto", "true", "false")),
             "thr.mode": (self.thr.mode, ("off", "reweight", "dominant", "entropy")),
             "thr.threshold": (self.thr.threshold, ("nthr", "quantile", "absolute")),
             "thr.influence": (self.thr.influence, ("full", "self")),
@@ -261,6 +276,7 @@ class TrainConfig:
             "optim.loss_type": (self.optim.loss_type, ("grpo", "gspo_token")),
             "optim.aggregation": (self.optim.aggregation, ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm")),
             "optim.lr_schedule": (self.optim.lr_schedule, ("constant", "linear", "cosine")),
+            "optim.optimizer": (self.optim.optimizer, ("adamw", "sgd")),
             "data.prompt_template": (self.data.prompt_template, ("auto", "plain", "boxed", "qwen_math", "chat")),
         }
         for name, (value, allowed) in choices.items():

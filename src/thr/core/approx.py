@@ -33,15 +33,16 @@ from .influence import (
     DEFAULT_KEPT_ELEMENTS,
     Method,
     _check_finite_rows,
-    _check_logits,
     _check_opts,
     _compute_dtype,
     _group_tokens,
     _signed,
     _validate_group,
     choose_method,
+    copy_rows,
     influence_mform,
     influence_pair,
+    token_runs,
 )
 
 
@@ -62,17 +63,18 @@ def _check_extra(token_log_probs, vocab, top_k, shape, V) -> None:
 
 
 def _full_pass(H, W, logits, bi, ti, temperature, top_k, chunk, dtype, need_lse=True):
-    """One streamed pass over full rows: (top-k ids, log-partition ``[N]`` or None)."""
+    """One streamed pass over full rows (one reused ``[chunk, V]`` buffer): (top-k ids, lse ``[N]`` or None)."""
     tops, lse = [], torch.empty(H.shape[0], dtype=dtype, device=H.device) if need_lse else None
+    V = logits.shape[-1] if logits is not None else W.shape[0]
+    buf = torch.empty(min(chunk, H.shape[0]), V, dtype=dtype, device=H.device)
+    runs = token_runs(bi, ti) if logits is not None else None
     for a in range(0, H.shape[0], chunk):
         b = min(a + chunk, H.shape[0])
-        z = logits[bi[a:b], ti[a:b]] if logits is not None else torch.mm(H[a:b], W.T)
+        z = copy_rows(logits, runs, a, b, buf[: b - a]) if logits is not None else torch.mm(H[a:b], W.T, out=buf[: b - a])
         if need_lse:
-            z = z.to(dtype).div_(temperature)
-            lse[a:b] = torch.logsumexp(z, -1)
+            lse[a:b] = torch.logsumexp(z.div_(temperature), -1)
         if top_k:  # the temperature does not change the order
-            tops.append(torch.unique(torch.topk(z, min(top_k, z.shape[1]), dim=-1).indices))
-        del z
+            tops.append(torch.unique(torch.topk(z, min(top_k, V), dim=-1).indices))
     return tops, lse
 
 
@@ -165,8 +167,7 @@ def token_influence_approx_batched(
     full_pass = top_k > 0 and logits is None  # reads every row of the weight
     mask, pos = _validate_group(hidden_states, lm_head_weight, response_ids, response_mask, positive, temperature,
                                 check_weight=full_pass)
-    _check_opts(chunk_size, max_pair_elements, max_kept_elements)
-    _check_logits(logits, tuple(mask.shape), lm_head_weight.shape[0])
+    _check_opts(chunk_size, max_pair_elements, max_kept_elements, logits, tuple(mask.shape), lm_head_weight.shape[0])
     _check_extra(token_log_probs, vocab, top_k, tuple(mask.shape), lm_head_weight.shape[0])
     gid = resolve_group_ids(hidden_states.shape[0], group_size=group_size, group_ids=group_ids, device=hidden_states.device)
     out = torch.zeros(mask.shape, dtype=_compute_dtype(hidden_states, lm_head_weight, logits), device=hidden_states.device)

@@ -28,11 +28,18 @@ probabilities are taken from them and no logits product is done: the M-form then
 
 from __future__ import annotations
 
-from typing import Callable, Literal
+from collections.abc import Callable
+from typing import Literal
 
 import torch
 
-from ._checks import check_finite, check_float, check_mask, check_temperature, check_tensor
+from ._checks import (
+    check_finite,
+    check_float,
+    check_mask,
+    check_temperature,
+    check_tensor,
+)
 from .advantages import resolve_group_ids
 
 Method = Literal["auto", "mform", "pair"]
@@ -101,22 +108,16 @@ def _validate_group(
 
 
 def _check_finite_rows(name: str, x: torch.Tensor, elements: int = 1 << 24) -> None:
-    """NaN/inf check of a large 2-D tensor in row blocks (no ``x``-sized bool temporaries)."""
+    """NaN/inf check of a large 2-D tensor: one summing pass (NaN/inf propagate into the sum); only
+    if the sum is not finite (or overflowed), a block scan finds the culprit without big temporaries."""
+    if x.numel() == 0 or bool(torch.isfinite(x.sum())):
+        return
     step = max(1, elements // max(1, x.shape[1]))
     for a in range(0, x.shape[0], step):
         if not bool(torch.isfinite(x[a : a + step]).all()):
             bad = (~torch.isfinite(x[a : a + step])).nonzero()[0]
             raise ValueError(f"{name} contains NaN or inf (first at index {[a + int(bad[0]), int(bad[1])]}); "
                              f"shape {tuple(x.shape)}")
-
-
-def _check_logits(logits: torch.Tensor | None, shape: tuple[int, int], V: int) -> None:
-    if logits is None:
-        return
-    check_tensor("logits", logits, ndim=3)
-    check_float("logits", logits)
-    if tuple(logits.shape) != (*shape, V):
-        raise ValueError(f"logits has shape {tuple(logits.shape)}, expected (G, T, V) = {(*shape, V)}")
 
 
 def _rows(buf: torch.Tensor | None, n: int, V: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -145,12 +146,34 @@ def head_probs(H: torch.Tensor, W: torch.Tensor, temperature: float) -> ProbFn:
     return probs
 
 
+def token_runs(bi: torch.Tensor, ti: torch.Tensor) -> list[tuple[int, int, int, int]]:
+    """Maximal runs ``(start, end, b, t0)`` of tokens ``k`` with ``(bi, ti)[k] = (b, t0 + k - start)``."""
+    n = bi.shape[0]
+    brk = torch.ones(n, dtype=torch.bool, device=bi.device)
+    brk[1:] = (bi[1:] != bi[:-1]) | (ti[1:] != ti[:-1] + 1)
+    starts = brk.nonzero().squeeze(1).tolist()
+    b0, t0 = bi[starts].tolist(), ti[starts].tolist()
+    return [(s, e, b, t) for s, e, b, t in zip(starts, starts[1:] + [n], b0, t0)]
+
+
+def copy_rows(src: torch.Tensor, runs, a: int, b: int, out: torch.Tensor) -> torch.Tensor:
+    """``out[k - a] = src[b_k, t_k]`` for tokens ``[a, b)``, by slices of runs (no gathered temporary)."""
+    for s, e, row, t0 in runs:
+        lo, hi = max(s, a), min(e, b)
+        if lo < hi:
+            out[lo - a : hi - a].copy_(src[row, t0 + lo - s : t0 + hi - s])
+    return out
+
+
 def logit_probs(logits: torch.Tensor, bi: torch.Tensor, ti: torch.Tensor, temperature: float, dtype: torch.dtype) -> ProbFn:
-    """Probabilities of tokens ``[a, b)`` from precomputed ``logits [B, T, V]`` at ``(bi, ti)``."""
+    """Probabilities of tokens ``[a, b)`` from precomputed ``logits [B, T, V]`` at ``(bi, ti)``.
+
+    Rows are copied slice by slice straight into the float32 buffer (any strides, any dtype).
+    """
+    runs = token_runs(bi, ti)
 
     def probs(a: int, b: int, buf: torch.Tensor | None) -> torch.Tensor:
-        out = _rows(buf, b - a, logits.shape[-1], dtype, logits.device)
-        out.copy_(logits[bi[a:b], ti[a:b]])
+        out = copy_rows(logits, runs, a, b, _rows(buf, b - a, logits.shape[-1], dtype, logits.device))
         if temperature != 1.0:
             out.div_(temperature)
         return softmax_(out)
@@ -296,12 +319,17 @@ def _influence_valid(hidden_states, lm_head_weight, response_ids, mask, pos, tem
     return s / (temperature * temperature), bi, ti
 
 
-def _check_opts(chunk_size, max_pair_elements, max_kept_elements):
+def _check_opts(chunk_size, max_pair_elements, max_kept_elements, logits=None, shape=None, V=None) -> None:
     if not (isinstance(chunk_size, int) and chunk_size > 0):
         raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
     for name, v in (("max_pair_elements", max_pair_elements), ("max_kept_elements", max_kept_elements)):
         if v is not None and not (isinstance(v, int) and v >= 0):
             raise ValueError(f"{name} must be a non-negative int or None, got {v!r}")
+    if logits is not None:
+        check_tensor("logits", logits, ndim=3)
+        check_float("logits", logits)
+        if tuple(logits.shape) != (*shape, V):
+            raise ValueError(f"logits has shape {tuple(logits.shape)}, expected (G, T, V) = {(*shape, V)}")
 
 
 @torch.no_grad()
@@ -345,8 +373,7 @@ def token_influence(
         ``[G, T]`` influence, zero at padding and everywhere when no response is positive.
     """
     mask, pos = _validate_group(hidden_states, lm_head_weight, response_ids, response_mask, positive, temperature)
-    _check_opts(chunk_size, max_pair_elements, max_kept_elements)
-    _check_logits(logits, tuple(mask.shape), lm_head_weight.shape[0])
+    _check_opts(chunk_size, max_pair_elements, max_kept_elements, logits, tuple(mask.shape), lm_head_weight.shape[0])
     out = torch.zeros(mask.shape, dtype=_compute_dtype(hidden_states, lm_head_weight, logits), device=hidden_states.device)
     opts = (chunk_size, method, max_pair_elements, max_kept_elements)
     s, bi, ti = _influence_valid(hidden_states, lm_head_weight, response_ids, mask, pos, temperature, opts, logits=logits)
@@ -415,8 +442,7 @@ def token_influence_batched(
     or no valid token get zeros.
     """
     mask, pos = _validate_group(hidden_states, lm_head_weight, response_ids, response_mask, positive, temperature)
-    _check_opts(chunk_size, max_pair_elements, max_kept_elements)
-    _check_logits(logits, tuple(mask.shape), lm_head_weight.shape[0])
+    _check_opts(chunk_size, max_pair_elements, max_kept_elements, logits, tuple(mask.shape), lm_head_weight.shape[0])
     gid = resolve_group_ids(hidden_states.shape[0], group_size=group_size, group_ids=group_ids, device=hidden_states.device)
     out = torch.zeros(mask.shape, dtype=_compute_dtype(hidden_states, lm_head_weight, logits), device=hidden_states.device)
     opts = (chunk_size, method, max_pair_elements, max_kept_elements)

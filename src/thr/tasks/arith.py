@@ -58,12 +58,12 @@ class ArithConfig:
     min_operands: int = 2
     max_operands: int = 3
     min_value: int = 1
-    max_value: int = 99
+    max_value: int = 50
     ops: str = "+-*"
     max_multiplier: int = 9
-    max_result: int = 999
+    max_result: int = 99
 
-    def validate(self) -> "ArithConfig":
+    def validate(self) -> ArithConfig:
         """Raise ``ValueError`` on an inconsistent setting; return ``self``."""
         if self.n_train < 0 or self.n_test < 0:
             raise ValueError("n_train and n_test must be >= 0")
@@ -153,9 +153,7 @@ def _splits(cfg: ArithConfig) -> dict[str, tuple[dict[str, str], ...]]:
     return {"train": tuple(train), "test": tuple(test)}
 
 
-def load_split(
-    split: Literal["train", "test"], seed: int = 0, **cfg_overrides: object
-) -> list[dict[str, str]]:
+def load_split(split: Literal["train", "test"], seed: int = 0, **cfg_overrides: object) -> list[dict[str, str]]:
     """The ``train`` or ``test`` split as a list of ``{"problem", "answer", "solution"}`` dicts.
 
     ``cfg_overrides`` are :class:`ArithConfig` fields (``n_train=1000``, ``max_operands=4``...).
