@@ -247,9 +247,9 @@ class TrainConfig:
     """
 
     output_dir: str = "runs/thr-default"
-    steps: int = 60
+    steps: int = 140
     seed: int = 0
-    save_every: int = 20
+    save_every: int = 50
     keep_checkpoints: int = 2
     resume: bool = False
     model: ModelSection = field(default_factory=ModelSection)
