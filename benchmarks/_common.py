@@ -37,8 +37,8 @@ def machine_info(device: str) -> dict:
         info["gpu"] = torch.cuda.get_device_name(0)
         info["tf32_matmul"] = torch.backends.cuda.matmul.allow_tf32
     else:
-        with contextlib.suppress(OSError):
-            names = [ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")]
+        with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+            names = [ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")]
             info["cpu"] = f"{names[0]} x{len(names)}" if names else platform.processor()
     return info
 
@@ -49,9 +49,10 @@ def sync(device: str) -> None:
 
 
 def _rss_kb(key: str, path: str = "/proc/self/status") -> int:
-    for line in open(path):
-        if line.startswith(key):
-            return int(line.split()[1])
+    with open(path) as f:
+        for line in f:
+            if line.startswith(key):
+                return int(line.split()[1])
     raise KeyError(key)
 
 

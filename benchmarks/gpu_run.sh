@@ -11,7 +11,7 @@
 #   cuda_exact.jsonl        CUDA float32/bf16 results against CPU float64 (exactness on the device)
 #   thr_cost_main.jsonl     the key shapes: mid G8 T512, Qwen2.5-Math-1.5B and Llama-3.2-3B at G8 T4096
 #   thr_cost_tf32.jsonl     the same float32 cases with TF32 matmuls allowed
-#   thr_cost_kept4g.jsonl   Qwen G8 T4096 with 4 GiB of kept positive probabilities
+#   thr_cost_kept4g.jsonl   Qwen G8 T4096 with 4 GiB of kept positive probabilities (default 2 GiB)
 #   thr_approx.jsonl        restricted-vocabulary speed-up and error, plus bf16-vs-float64 error
 #   thr_cost_rest.jsonl     the rest of the full preset (G16, shorter T)
 set -uo pipefail

@@ -33,11 +33,10 @@ from __future__ import annotations
 
 import argparse
 import re
-from statistics import median
 
 import torch
-
 from _common import PeakMemory, emit, machine_info, policy_group, timed
+
 from thr.core import influence_threshold
 from thr.core.approx import token_influence_approx
 from thr.core.influence import token_influence
@@ -86,7 +85,7 @@ def run_case(name, G, T, d, V, args):
                  for k in args.top_k[:1]]
     variants += [(f"group+top{args.top_k[0]}", dict(top_k=args.top_k[0]), False)]
     for label, kw, with_logits in variants:
-        fn = lambda kw=kw: token_influence_approx(H, W, Y, mask, pos, return_vocab_size=True, **kw)  # noqa: E731
+        fn = lambda kw=kw: token_influence_approx(H, W, Y, mask, pos, return_vocab_size=True, **kw)
         with PeakMemory(dev) as mem:
             fn()
         t, (s, size) = timed(fn, dev, max(args.repeats, 3))
@@ -109,7 +108,8 @@ def run_bf16(name, G, T, d, V, args):
         got = {"standalone": token_influence(Hr, Wr, Y, mask, pos),
                "logits": token_influence(Hr, Wr, Y, mask, pos, logits=logits.to(dt))}
         for path, s in got.items():
-            rel = lambda ref: float((s.double() - ref)[mask].norm() / ref[mask].norm())  # noqa: E731
+            def rel(ref, s=s):
+                return float((s.double() - ref)[mask].norm() / ref[mask].norm())
             sig = mask & (s64.abs() > 1e-3 * s64.abs().max())
             emit({**base, "input_dtype": str(dt).replace("torch.", ""), "path": path, "result_dtype": str(s.dtype),
                   "rel_l2_vs_float64_same_inputs": rel(s_r64), "rel_l2_vs_float64_unrounded": rel(s64),

@@ -34,9 +34,24 @@ import time
 from statistics import median
 
 import torch
+from _common import (
+    DTYPES,
+    PeakMemory,
+    _rss_kb,
+    emit,
+    head_logits,
+    machine_info,
+    random_group,
+    timed,
+)
 
-from _common import DTYPES, PeakMemory, _rss_kb, emit, head_logits, machine_info, random_group, timed
-from thr.core.influence import DEFAULT_CHUNK, DEFAULT_KEPT_ELEMENTS, choose_method, influence_macs, token_influence
+from thr.core.influence import (
+    DEFAULT_CHUNK,
+    DEFAULT_KEPT_ELEMENTS,
+    choose_method,
+    influence_macs,
+    token_influence,
+)
 
 MODELS = {  # name: (d, V)
     "tiny": (64, 1000),
@@ -136,11 +151,11 @@ def run_case(name, G, T, dtype_name, args, info):
     t_lm = median(times["lmhead"])
     for p, rec in records.items():
         t = median(times[p])
-        ratios = [a / b for a, b in zip(times[p], times["lmhead"])]
+        ratios = [a / b for a, b in zip(times[p], times["lmhead"], strict=True)]
         rec.update(seconds=round(t, 4), lmhead_seconds=round(t_lm, 4), ratio=round(median(ratios), 3),
                    ratio_range=[round(min(ratios), 3), round(max(ratios), 3)])
         if "lmhead_fp32" in times:
-            rec["ratio_fp32"] = round(median([a / b for a, b in zip(times[p], times["lmhead_fp32"])]), 3)
+            rec["ratio_fp32"] = round(median([a / b for a, b in zip(times[p], times["lmhead_fp32"], strict=True)]), 3)
         rec.update(gflops=round(2 * rec["macs_per_lmhead"] * N * V * d / t / 1e9, 1),
                    lmhead_gflops=round(2 * N * V * d / t_lm / 1e9, 1), repeats=args.repeats,
                    load_1m=machine_info(dev)["load_1m"])
@@ -160,9 +175,10 @@ def interleaved(fns: dict, device: str, repeats: int, warmup: int) -> dict[str, 
     return times
 
 
-def _probe_child(name, G, T, dtype_name, chunk, max_kept, method, conn):
+def _probe_child(name, G, T, dtype_name, chunk, max_kept, method, threads, conn):
     """Child of :func:`probe_memory`: build the group, reset the RSS high-water mark, run THR."""
-    torch.set_num_threads(1)
+    if threads:
+        torch.set_num_threads(threads)
     d, V = MODELS[name]
     H, W, Y, mask, pos = random_group(G, T, d, V, DTYPES[dtype_name], "cpu")
     with open("/proc/self/clear_refs", "w") as f:
@@ -181,7 +197,7 @@ def probe_memory(name, G, T, dtype_name, args):
     method = choose_method(N, Np, V, d, args.chunk, max_kept_elements=args.max_kept) if args.method == "auto" else args.method
     parent, child = mp.get_context("spawn").Pipe()
     proc = mp.get_context("spawn").Process(target=_probe_child, args=(name, G, T, dtype_name, args.chunk, args.max_kept,
-                                                                      method, child))
+                                                                      method, args.threads, child))
     proc.start()
     base_kb = parent.recv()
     t0 = time.perf_counter()
@@ -207,7 +223,7 @@ def main(argv=None):
     ap.add_argument("--method", choices=["auto", "mform", "pair"], default="auto")
     ap.add_argument("--chunk", type=int, default=DEFAULT_CHUNK)
     ap.add_argument("--max-kept-gb", type=float, default=None,
-                    help="M-form budget of kept positive probabilities (default: the library's, 1 GiB)")
+                    help="M-form budget of kept positive probabilities (default: the library's, 2 GiB)")
     ap.add_argument("--lmhead-chunk", type=int, default=4096)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=None, help="default: 1 on cuda, 0 on cpu")

@@ -33,18 +33,12 @@ from typing import Literal
 
 import torch
 
-from ._checks import (
-    check_finite,
-    check_float,
-    check_mask,
-    check_temperature,
-    check_tensor,
-)
+from ._checks import check_finite, check_float, check_mask, check_temperature, check_tensor
 from .advantages import resolve_group_ids
 
 Method = Literal["auto", "mform", "pair"]
 DEFAULT_CHUNK = 1024
-DEFAULT_KEPT_ELEMENTS = 1 << 28  # float32 probabilities of positive tokens kept (1 GiB)
+DEFAULT_KEPT_ELEMENTS = 1 << 29  # float32 probabilities of positive tokens kept (2 GiB)
 ProbFn = Callable[[int, int, "torch.Tensor | None"], torch.Tensor]
 
 
@@ -153,7 +147,7 @@ def token_runs(bi: torch.Tensor, ti: torch.Tensor) -> list[tuple[int, int, int, 
     brk[1:] = (bi[1:] != bi[:-1]) | (ti[1:] != ti[:-1] + 1)
     starts = brk.nonzero().squeeze(1).tolist()
     b0, t0 = bi[starts].tolist(), ti[starts].tolist()
-    return [(s, e, b, t) for s, e, b, t in zip(starts, starts[1:] + [n], b0, t0)]
+    return [(s, e, b, t) for s, e, b, t in zip(starts, starts[1:] + [n], b0, t0, strict=True)]
 
 
 def copy_rows(src: torch.Tensor, runs, a: int, b: int, out: torch.Tensor) -> torch.Tensor:
@@ -362,7 +356,7 @@ def token_influence(
         max_pair_elements: memory budget (elements) of the pair-form's ``[N+, V]`` buffer
             (default ``chunk_size * V``).
         max_kept_elements: M-form budget (elements) of positive-token probabilities kept between
-            its two passes instead of recomputed (default ``DEFAULT_KEPT_ELEMENTS``, 1 GiB of
+            its two passes instead of recomputed (default ``DEFAULT_KEPT_ELEMENTS``, 2 GiB of
             float32; 0 recomputes them all).
         logits: optional ``[G, T, V]`` logits that predict ``response_ids`` (before the
             temperature), e.g. those of the old-log-prob forward: the probabilities are taken
