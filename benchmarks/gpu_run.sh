@@ -10,6 +10,8 @@
 #   env.txt                 nvidia-smi, torch/CUDA versions
 #   cuda_exact.jsonl        CUDA float32/bf16 results against CPU float64 (exactness on the device)
 #   thr_cost_main.jsonl     the key shapes: mid G8 T512, Qwen2.5-Math-1.5B and Llama-3.2-3B at G8 T4096
+#   trainer_thr.jsonl       THR inside the trainer's old-policy pass (random-init Qwen/Llama, bf16):
+#                           forward, THR recomputed / with reused logits / approximation
 #   thr_cost_tf32.jsonl     the same float32 cases with TF32 matmuls allowed
 #   thr_cost_kept4g.jsonl   Qwen G8 T4096 with 4 GiB of kept positive probabilities (default 2 GiB)
 #   thr_approx.jsonl        restricted-vocabulary speed-up and error, plus bf16-vs-float64 error
@@ -30,8 +32,10 @@ fi
 
 step() {  # step SECONDS NAME CMD...: run with a time limit, log its stderr, keep going on failure
   local limit="$1" name="$2"; shift 2
+  local t0=$SECONDS
   echo "== $name (limit ${limit}s)" >&2
   timeout --signal=INT "$limit" "$@" 2> "$OUT_DIR/$name.stderr" || echo "   $name exited with $?" >&2
+  echo "   $name took $((SECONDS - t0))s" >&2
 }
 
 step 60 cuda_exact "$PY" - "$OUT_DIR/cuda_exact.jsonl" <<'EOF'
@@ -62,6 +66,7 @@ EOF
 
 MAIN='mid-G8-T512$|qwen2.5-math-1.5b-G8-T4096$|llama-3.2-3b-G8-T4096$'
 step 240 thr_cost_main "$PY" benchmarks/thr_cost.py --device cuda --preset full --cases "$MAIN" --out "$OUT_DIR/thr_cost_main.jsonl"
+step 120 trainer_thr "$PY" benchmarks/trainer_thr_overhead.py --device cuda --out "$OUT_DIR/trainer_thr.jsonl"
 step 60 thr_cost_tf32 "$PY" benchmarks/thr_cost.py --device cuda --preset full --cases "$MAIN" --dtypes float32 --tf32 --out "$OUT_DIR/thr_cost_tf32.jsonl"
 step 45 thr_cost_kept4g "$PY" benchmarks/thr_cost.py --device cuda --preset full --cases 'qwen2.5-math-1.5b-G8-T4096$' --max-kept-gb 4 --no-logits --out "$OUT_DIR/thr_cost_kept4g.jsonl"
 step 90 thr_approx "$PY" benchmarks/thr_approx_error.py --device cuda --preset full --bf16 --bf16-case qwen2.5-math-1.5b,8,256,1536,151936 --repeats 3 --out "$OUT_DIR/thr_approx.jsonl"

@@ -30,6 +30,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from thr._latex_norm import last_boxed as _last_boxed
+
 PROBLEM_FIELDS = ("problem", "question", "prompt")
 ANSWER_FIELDS = ("answer", "final_answer", "gt_answer", "reward_model.ground_truth")
 SOLUTION_FIELDS = ("solution",)
@@ -58,32 +60,11 @@ class Problem:
 def last_boxed(text: str) -> str | None:
     """Content of the last ``\\boxed{...}`` / ``\\fbox{...}`` in ``text`` (brace-matched), or None.
 
-    Escaped braces ``\\{`` ``\\}`` count as literal characters. The brace-less form
-    ``\\boxed 9`` is accepted (the argument runs to whitespace or ``$``). The result is stripped.
+    The same rule as the verifier's (:func:`thr._latex_norm.last_boxed`): escaped braces are
+    literal characters, ``\\boxed 9`` (no braces) gives the following token, and a truncated or
+    empty last box gives None. Used for gold answers written inside worked solutions.
     """
-    starts = [m for m in re.finditer(r"\\(?:boxed|fbox)", text)]
-    for m in reversed(starts):
-        i = m.end()
-        if i < len(text) and text[i] == "{":
-            depth, j = 0, i
-            while j < len(text):
-                ch = text[j]
-                if ch == "\\":
-                    j += 2
-                    continue
-                if ch == "{":
-                    depth += 1
-                elif ch == "}":
-                    depth -= 1
-                    if depth == 0:
-                        return text[i + 1 : j].strip()
-                j += 1
-            continue  # unbalanced: try an earlier box
-        if i < len(text) and text[i] == " ":
-            arg = re.match(r" +([^\s$]+)", text[i:])
-            if arg:
-                return arg.group(1).strip()
-    return None
+    return _last_boxed(text)[1]
 
 
 def _strip_dollars(text: str) -> str:

@@ -31,16 +31,15 @@ from thr.core import (
     policy_loss,
     selective_log_softmax,
     steered_advantages,
-    token_influence_batched,
-    token_self_influence,
 )
-from thr.modeling import capture_head_inputs, lm_head_weight, load_policy
+from thr.modeling import capture_head_inputs, lm_head_weight, load_policy, output_embeddings
 from thr.prompts import format_prompt
 from thr.rewards import score_response
 from thr.rollout import RolloutBatch, build_batch, policy_forward
 from thr.run_log import RunLogger, truncate_jsonl
 from thr.train_config import TrainConfig
 from thr.train_data import load_train_eval
+from thr.train_thr import OldPassTHR
 
 
 class Trainer:
@@ -76,6 +75,8 @@ class Trainer:
         self.check_steps = cfg.reward.check_steps == "true" or (cfg.reward.check_steps == "auto" and cfg.data.train == "arith")
         format_prompt(self.tokenizer, self.train_problems[0].problem, self.template)  # fail now, not mid-run
         self.ref_model = self._make_reference() if cfg.optim.kl_coef > 0 else None
+        self.thr_pass = OldPassTHR(cfg.thr, cfg.rollout.group_size, cfg.rollout.temperature,
+                                   head_adapter=hasattr(output_embeddings(self.model), "base_layer"))
         params = [p for p in self.model.parameters() if p.requires_grad]
         o = cfg.optim
         if o.optimizer == "sgd":
@@ -187,32 +188,23 @@ class Trainer:
             t = sub.response_width
             with capture_head_inputs(self.model) as captured:
                 logits = policy_forward(self.model, sub)
-            old_lp[idx, :t] = selective_log_softmax(logits, sub.response_ids, temperature=tau)
+            sub_lp = selective_log_softmax(logits, sub.response_ids, temperature=tau)
+            old_lp[idx, :t] = sub_lp
             entropy[idx, :t] = entropy_from_logits(logits, temperature=tau)
-            del logits
-            if ref_lp is not None:
-                ref_lp[idx, :t] = self._ref_log_probs(sub)
             hidden = captured[-1][:, :-1]
+            if not self.thr_pass.use_logits(hidden, W, logits, sub.response_mask):
+                logits = None  # freed before THR (thr.reuse_logits: auto with bf16 logits, off, or a non-linear head)
             t0 = time.perf_counter()
             if sub.response_mask.any():
-                influence[idx, :t] = self._influence(hidden, W, sub, positive[idx]).float()
+                influence[idx, :t] = self.thr_pass(hidden, W, sub.response_ids, sub.response_mask, positive[idx],
+                                                   logits=logits, log_probs=sub_lp).float()
             thr_seconds += time.perf_counter() - t0
+            del logits, hidden, captured
+            if ref_lp is not None:
+                ref_lp[idx, :t] = self._ref_log_probs(sub)
         self.model.train()
         return {"old_log_probs": old_lp, "entropy": entropy, "influence": influence, "ref_log_probs": ref_lp,
                 "thr_seconds": thr_seconds}
-
-    def _influence(self, hidden: torch.Tensor, W: torch.Tensor, sub: RolloutBatch, positive: torch.Tensor) -> torch.Tensor:
-        c = self.cfg.thr
-        if c.influence == "self":
-            # the control: each token's own <g,g><h,h>, counted only where the group has a correct answer
-            s = token_self_influence(hidden, W, sub.response_ids, sub.response_mask, temperature=self.cfg.rollout.temperature,
-                                     chunk_size=c.chunk_size)
-            has_pos = positive.view(-1, self.cfg.rollout.group_size).any(1).repeat_interleave(self.cfg.rollout.group_size)
-            return s * has_pos[:, None]
-        return token_influence_batched(
-            hidden, W, sub.response_ids, sub.response_mask, positive, group_size=self.cfg.rollout.group_size,
-            temperature=self.cfg.rollout.temperature, chunk_size=c.chunk_size, method=c.method,
-        )
 
     def _ref_log_probs(self, sub: RolloutBatch) -> torch.Tensor:
         tau = self.cfg.rollout.temperature
@@ -372,7 +364,7 @@ class Trainer:
         """Run to ``cfg.steps`` (from a checkpoint when resuming); returns the summary."""
         cfg = self.cfg
         start_wall = (self.created if self.step == 0 else time.perf_counter()) - self.wall_offset
-        if self.step == 0:
+        if self.step == 0 and cfg.eval.before:
             self.base_metrics = self.evaluate(0)
             self.logger.log(0, {**self.base_metrics, "time/wall": time.perf_counter() - start_wall})
         bar = _progress(cfg.steps, self.step, cfg.log.progress)

@@ -127,6 +127,29 @@ class THRSection:
     influence: ``full`` (THR) or ``self`` (only each token's own ``<g,g><h,h>`` term: a control).
     method: ``auto``, ``mform`` or ``pair`` (exact algorithms, see ``thr.core.influence``).
     chunk_size: tokens per streamed chunk in the THR computation.
+    algorithm: ``exact`` (``thr.core.token_influence_batched``) or ``approx`` (the
+        restricted-vocabulary ``thr.core.token_influence_approx_batched``: vocabulary = the
+        group's tokens plus ``approx_top_k``, normalized exactly with the old log-probs).
+        Ignored by ``influence=self``.
+    approx_top_k: ``approx`` only: also keep the ``k`` most probable tokens of every
+        distribution (0: only the group's tokens; read from the logits when they are reused,
+        else one extra LM-head pass).
+    reuse_logits: ``auto``, ``on`` or ``off``: pass the old-policy forward's logits to THR so
+        it does not recompute the softmax (``V d`` multiply-adds per token less). Needs a plain
+        linear head (``logits == hidden @ W.T``; checked once on the first micro-batch): ``on``
+        stops with an error otherwise, ``auto`` falls back to recomputing. ``auto`` reuses only
+        float32/float64 logits; a bf16 model's logits are bf16, and reusing them (``on``) rounds
+        the probabilities (about 2 % relative error in THR). The logits then stay in memory
+        during THR (they are freed before it otherwise).
+    max_kept_gb: GiB of positive-token probabilities the exact M-form keeps between its two
+        passes instead of recomputing (float32; ``max_kept_elements`` of ``thr.core``; 0: the
+        core default, 2 GiB).
+    tf32: ``auto``, ``on`` or ``off``: let THR's float32 matrix products use TF32 tensor cores
+        on CUDA (10-bit mantissa inputs, float32 accumulation). ``auto``: on when the model's
+        parameters are bf16/fp16 (their 8-bit-mantissa states and weights are already coarser
+        than TF32), off for float32 models. Measured on an H100 in the old-policy pass of a
+        Qwen2.5-Math-1.5B-shaped model (G8 T4096): THR 0.85 s -> 0.21 s, i.e. 1.63x -> 0.41x the
+        forward. The global ``torch.backends.cuda.matmul`` setting is restored after each call.
     """
 
     mode: str = "reweight"
@@ -138,6 +161,11 @@ class THRSection:
     influence: str = "full"
     method: str = "auto"
     chunk_size: int = 1024
+    algorithm: str = "exact"
+    approx_top_k: int = 0
+    reuse_logits: str = "auto"
+    max_kept_gb: float = 0.0
+    tf32: str = "auto"
 
 
 @dataclass
@@ -195,6 +223,8 @@ class EvalSection:
     """Held-out evaluation during training (greedy accuracy and pass@k).
 
     every: evaluate every N steps (0: only before and after training).
+    before: evaluate the starting model before step 1 (``false`` skips it, e.g. when many runs
+        share one base model that is scored once).
     limit: held-out problems used (0: all).
     n: samples per problem for pass@k (k = 1, 2, 4, ..., n); 0 skips sampling.
     temperature: sampling temperature of the pass@k samples.
@@ -203,6 +233,7 @@ class EvalSection:
     """
 
     every: int = 0
+    before: bool = True
     limit: int = 0
     n: int = 8
     temperature: float = 1.0
@@ -239,7 +270,7 @@ class TrainConfig:
     """Top-level config of ``thr train``.
 
     output_dir: run directory (metrics.jsonl, checkpoints/, final/, summary.json).
-    steps: RL steps (one rollout batch each).
+    steps: RL steps (one rollout batch each; 0 only evaluates the starting model).
     seed: seeds sampling, data order and the update; CPU runs are reproducible.
     save_every: checkpoint every N steps (0: only the final model).
     keep_checkpoints: most recent checkpoints kept.
@@ -272,6 +303,9 @@ class TrainConfig:
             "thr.threshold": (self.thr.threshold, ("nthr", "quantile", "absolute")),
             "thr.influence": (self.thr.influence, ("full", "self")),
             "thr.method": (self.thr.method, ("auto", "mform", "pair")),
+            "thr.algorithm": (self.thr.algorithm, ("exact", "approx")),
+            "thr.reuse_logits": (self.thr.reuse_logits, ("auto", "on", "off")),
+            "thr.tf32": (self.thr.tf32, ("auto", "on", "off")),
             "optim.advantage": (self.optim.advantage, ("grpo", "drgrpo")),
             "optim.loss_type": (self.optim.loss_type, ("grpo", "gspo_token")),
             "optim.aggregation": (self.optim.aggregation, ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm")),
@@ -283,12 +317,14 @@ class TrainConfig:
             if value not in allowed:
                 raise ValueError(f"{name}={value!r} is not valid; choose one of {list(allowed)}")
         positive = {
-            "steps": self.steps, "rollout.prompts_per_step": self.rollout.prompts_per_step,
+            "rollout.prompts_per_step": self.rollout.prompts_per_step,
             "rollout.group_size": self.rollout.group_size, "rollout.max_new_tokens": self.rollout.max_new_tokens,
             "rollout.batch_size": self.rollout.batch_size, "optim.ppo_epochs": self.optim.ppo_epochs,
             "optim.mini_batches": self.optim.mini_batches, "optim.micro_batch_size": self.optim.micro_batch_size,
             "thr.chunk_size": self.thr.chunk_size, "keep_checkpoints": self.keep_checkpoints,
         }
+        if self.steps < 0:
+            raise ValueError(f"steps must be >= 0 (0 only evaluates the starting model), got {self.steps}")
         for name, value in positive.items():
             if value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
@@ -301,6 +337,14 @@ class TrainConfig:
             )
         if not -1.0 < self.thr.p < 1.0:
             raise ValueError(f"thr.p must be in (-1, 1), got {self.thr.p}")
+        if self.thr.approx_top_k < 0:
+            raise ValueError(f"thr.approx_top_k must be >= 0 (0: only the group's tokens), got {self.thr.approx_top_k}")
+        if self.thr.approx_top_k and self.thr.algorithm != "approx":
+            raise ValueError(f"thr.approx_top_k={self.thr.approx_top_k} only applies to thr.algorithm=approx; "
+                             "set thr.algorithm=approx or thr.approx_top_k=0")
+        if not 0 <= self.thr.max_kept_gb < float("inf"):
+            raise ValueError(f"thr.max_kept_gb must be a finite number >= 0 (0: the core default, 2 GiB), "
+                             f"got {self.thr.max_kept_gb}")
         if self.rollout.temperature <= 0:
             raise ValueError("rollout.temperature must be > 0 (RL needs sampling; THR divides logits by it)")
         if not 0 < self.rollout.top_p <= 1:

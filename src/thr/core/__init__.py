@@ -6,6 +6,7 @@ no I/O. Shapes: ``B`` responses (``G`` in one group), ``T`` response tokens, ``d
 """
 
 from .advantages import group_advantages, resolve_group_ids
+from .approx import token_hidden_reward_approx, token_influence_approx, token_influence_approx_batched
 from .influence import (
     choose_method,
     token_hidden_reward,
@@ -41,8 +42,11 @@ __all__ = [
     "thr_metrics",
     "thr_token_advantages",
     "token_hidden_reward",
+    "token_hidden_reward_approx",
     "token_hidden_reward_batched",
     "token_influence",
+    "token_influence_approx",
+    "token_influence_approx_batched",
     "token_influence_batched",
     "token_self_influence",
 ]

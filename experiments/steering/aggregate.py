@@ -1,0 +1,196 @@
+"""Tables and figures of the steering sweep: per-method means with 95% intervals over seeds, and
+paired differences against each family's plain-GRPO run (same seed, same base model).
+
+Reads ``OUT/runs/*/seed*/summary.json`` and ``metrics.jsonl``; writes ``OUT/results.json``,
+``OUT/results.md``, ``OUT/pass_at_k.png`` and ``OUT/likelihood.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from methods import arch_of, baseline_of, run_dir
+
+# two-sided 95% Student t quantiles by degrees of freedom (df > 30: normal)
+_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+        12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042}
+SCALARS = ["greedy", "pass@1", "pass@4", "pass@16", "pass@64", "lik_correct", "lik_incorrect", "reward_last"]
+
+
+def t95(df: int) -> float:
+    if df <= 0:
+        return float("nan")
+    keys = [k for k in sorted(_T95) if k <= df]
+    return _T95[keys[-1]] if df <= 30 else 1.96
+
+
+def mean_ci(values: list[float]) -> dict[str, float]:
+    """Mean and the half-width of its 95% t-interval (nan with fewer than two values)."""
+    vals = [v for v in values if v is not None and not math.isnan(v)]
+    n = len(vals)
+    if n == 0:
+        return {"mean": float("nan"), "ci95": float("nan"), "n": 0}
+    m = sum(vals) / n
+    if n < 2:
+        return {"mean": m, "ci95": float("nan"), "n": 1}
+    sd = math.sqrt(sum((v - m) ** 2 for v in vals) / (n - 1))
+    return {"mean": m, "ci95": t95(n - 1) * sd / math.sqrt(n), "n": n}
+
+
+def load_run(rd: Path) -> dict | None:
+    """The figures of one finished run, or None."""
+    summ = rd / "summary.json"
+    if not summ.is_file():
+        return None
+    final = json.loads(summ.read_text())["final_eval"]
+    rec = {"greedy": final.get("eval/greedy_accuracy"), "pass_at_k": {}}
+    for key, v in final.items():
+        if key.startswith("eval/pass@"):
+            rec["pass_at_k"][int(key.split("@")[1])] = v
+    for k in (1, 4, 16, 64):
+        rec[f"pass@{k}"] = rec["pass_at_k"].get(k)
+    lik_c, lik_i, rewards = [], [], []
+    log = rd / "metrics.jsonl"
+    for line in log.read_text().splitlines() if log.is_file() else []:
+        row = json.loads(line)
+        if "likelihood/correct_delta" in row:
+            lik_c.append(row["likelihood/correct_delta"])
+        if "likelihood/incorrect_delta" in row:
+            lik_i.append(row["likelihood/incorrect_delta"])
+        if "reward/mean" in row:
+            rewards.append(row["reward/mean"])
+    rec["lik_correct"] = sum(lik_c) / len(lik_c) if lik_c else None
+    rec["lik_incorrect"] = sum(lik_i) / len(lik_i) if lik_i else None
+    tail = rewards[-10:]
+    rec["reward_last"] = sum(tail) / len(tail) if tail else None
+    rec["wall_seconds"] = json.loads(summ.read_text()).get("wall_seconds")
+    return rec
+
+
+def collect(out: Path, methods: list[str], seeds: list[int]) -> dict[str, dict[int, dict]]:
+    names = sorted({f"base-{arch_of(m)}" for m in methods}) + list(methods)
+    runs: dict[str, dict[int, dict]] = {}
+    for m in names:
+        for k in seeds:
+            rec = load_run(run_dir(out, m, k))
+            if rec is not None:
+                runs.setdefault(m, {})[k] = rec
+    return runs
+
+
+def summarize(runs: dict[str, dict[int, dict]]) -> dict[str, dict]:
+    """Per method: mean/CI of every scalar, of the Pass@K curve, and paired deltas vs baselines."""
+    table = {}
+    for m, by_seed in runs.items():
+        row = {"seeds": sorted(by_seed), "abs": {}, "vs_grpo": {}, "vs_base": {}, "curve": {}}
+        for key in SCALARS:
+            row["abs"][key] = mean_ci([r[key] for r in by_seed.values()])
+        ks = sorted({k for r in by_seed.values() for k in r["pass_at_k"]})
+        row["curve"] = {k: mean_ci([r["pass_at_k"].get(k) for r in by_seed.values()]) for k in ks}
+        if not m.startswith("base-"):
+            for ref_name, field in ((baseline_of(m), "vs_grpo"), (f"base-{arch_of(m)}", "vs_base")):
+                ref = runs.get(ref_name, {})
+                if ref_name == m:
+                    continue
+                for key in SCALARS[:5]:
+                    diffs = [by_seed[k][key] - ref[k][key] for k in by_seed if k in ref
+                             and by_seed[k][key] is not None and ref[k][key] is not None]
+                    row[field][key] = mean_ci(diffs)
+        table[m] = row
+    return table
+
+
+def _fmt(stat: dict | None, scale: float = 100.0, digits: int = 1) -> str:
+    if not stat or stat["n"] == 0:
+        return "-"
+    if math.isnan(stat["ci95"]):
+        return f"{stat['mean'] * scale:.{digits}f}"
+    return f"{stat['mean'] * scale:.{digits}f} ± {stat['ci95'] * scale:.{digits}f}"
+
+
+def markdown(table: dict[str, dict], settings: dict) -> str:
+    lines = [
+        "# Steering sweep results",
+        "",
+        f"Settings: {json.dumps({k: settings[k] for k in settings if k != 'methods'})}",
+        "",
+        "Accuracies in percent on the held-out split, mean ± 95% t-interval half-width over seeds",
+        "(n = number of seeds). `Δ` columns are paired differences (same seed, same base model)",
+        "against the family's plain-GRPO run (`grpo`, `gspo/grpo`, `llama/grpo`).",
+        "Likelihood: mean over steps of the change of the mean token log-likelihood of the batch's",
+        "correct (incorrect) responses across the update, in units of 1e-3 nats.",
+        "",
+        "| method | n | greedy | pass@1 | pass@4 | pass@16 | pass@64 | Δgreedy | Δpass@1 | Δpass@64 | lik correct ×1e3 | lik incorrect ×1e3 |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for m, row in table.items():
+        a, d = row["abs"], row["vs_grpo"]
+        lines.append(
+            f"| {m} | {len(row['seeds'])} | {_fmt(a['greedy'])} | {_fmt(a['pass@1'])} | {_fmt(a['pass@4'])} | "
+            f"{_fmt(a['pass@16'])} | {_fmt(a['pass@64'])} | {_fmt(d.get('greedy'))} | {_fmt(d.get('pass@1'))} | "
+            f"{_fmt(d.get('pass@64'))} | {_fmt(a['lik_correct'], 1e3, 2)} | {_fmt(a['lik_incorrect'], 1e3, 2)} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot(table: dict[str, dict], out: Path) -> list[str]:
+    """Pass@K curves (absolute, and the paired difference from GRPO) per family; likelihood bars."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # plots are optional; the tables are not
+        return []
+    families = {"GRPO loss, Qwen2-style": lambda m: "/" not in m and not m.startswith("base-llama"),
+                "GSPO-token": lambda m: m.startswith("gspo/") or m == "base-qwen2",
+                "Llama-style model": lambda m: m.startswith("llama/") or m == "base-llama"}
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
+    for ax, (title, keep) in zip(axes, families.items()):
+        for m, row in table.items():
+            if not keep(m) or not row["curve"]:
+                continue
+            ks = sorted(row["curve"])
+            mean = [row["curve"][k]["mean"] * 100 for k in ks]
+            ci = [0 if math.isnan(row["curve"][k]["ci95"]) else row["curve"][k]["ci95"] * 100 for k in ks]
+            style = "--" if m.startswith("base-") else "-"
+            ax.plot(ks, mean, style, marker="o", ms=3, label=m)
+            ax.fill_between(ks, [a - b for a, b in zip(mean, ci)], [a + b for a, b in zip(mean, ci)], alpha=0.12)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("K")
+        ax.set_ylabel("Pass@K (%)")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "pass_at_k.png", dpi=120)
+    plt.close(fig)
+    methods = [m for m in table if not m.startswith("base-")]
+    fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(methods)), 4))
+    vals = [table[m]["abs"]["lik_correct"] for m in methods]
+    ax.bar(range(len(methods)), [v["mean"] * 1e3 for v in vals],
+           yerr=[0 if math.isnan(v["ci95"]) else v["ci95"] * 1e3 for v in vals], capsize=3)
+    ax.set_xticks(range(len(methods)), methods, rotation=60, ha="right", fontsize=8)
+    ax.set_ylabel("Δ mean log-lik of correct responses per update (×1e-3)")
+    ax.axhline(0, color="k", lw=0.6)
+    fig.tight_layout()
+    fig.savefig(out / "likelihood.png", dpi=120)
+    plt.close(fig)
+    return ["pass_at_k.png", "likelihood.png"]
+
+
+def aggregate(out: Path, methods: list[str], seeds: list[int]) -> str:
+    """Build ``results.json``/``results.md`` (and figures) from whatever runs have finished."""
+    runs = collect(out, methods, seeds)
+    table = summarize(runs)
+    settings_file = out / "settings.json"
+    settings = json.loads(settings_file.read_text()) if settings_file.is_file() else {}
+    (out / "results.json").write_text(json.dumps({"settings": settings, "table": table, "runs": runs}, indent=1) + "\n")
+    md = markdown(table, settings)
+    figures = plot(table, out)
+    if figures:
+        md += "\n" + "\n".join(f"![{f}]({f})" for f in figures) + "\n"
+    (out / "results.md").write_text(md)
+    return md

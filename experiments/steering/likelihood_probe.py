@@ -1,0 +1,198 @@
+"""Do positive-THR tokens raise the likelihood of the correct responses? A direct probe.
+
+THR's definition (docs/thr-spec.md, section 2) is a first-order prediction: one gradient step
+on the GRPO surrogate restricted to a token set ``S`` of one group changes the summed
+log-likelihood of the group's correct responses by
+
+    predicted = lr / N * sum_{(j,k) in S} THR_{j,k}        (the W-part, hidden states held fixed)
+
+where ``N`` is the group's token count (token-mean loss). This script samples groups from the
+warm-started embedded model and, for each group with mixed rewards, takes one plain SGD step
+from the same weights on each token set (all tokens; THR > 0; THR < 0; the dominant ones of
+each sign; a random set as large as the THR > 0 set), then measures the actual change of the
+correct responses' summed log-likelihood. Two scopes: the LM head only (what THR models
+exactly, so agreement there checks the implementation and the step's linearity) and the whole
+network (what training does: does the head-level theory carry over?).
+
+    python experiments/steering/likelihood_probe.py --out experiments/steering/results/probe
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from aggregate import mean_ci  # noqa: E402
+
+SUBSETS = ("all", "thr>0", "thr<0", "dominant thr>0", "dominant thr<0", "random")
+
+
+def token_sets(thr: torch.Tensor, dominant: torch.Tensor, mask: torch.Tensor, gen: torch.Generator) -> dict:
+    """Boolean ``[G, T]`` token sets of one group."""
+    pos, neg = mask & (thr > 0), mask & (thr < 0)
+    flat = mask.flatten().nonzero().squeeze(1)
+    pick = flat[torch.randperm(flat.numel(), generator=gen)[: int(pos.sum())]]
+    rand = torch.zeros(mask.numel(), dtype=torch.bool)
+    rand[pick] = True
+    return {"all": mask, "thr>0": pos, "thr<0": neg, "dominant thr>0": pos & dominant,
+            "dominant thr<0": neg & dominant, "random": rand.view_as(mask)}
+
+
+def positive_loglik(model, sub, positive: torch.Tensor) -> torch.Tensor:
+    from thr.core import selective_log_softmax
+    from thr.rollout import policy_forward
+
+    logp = selective_log_softmax(policy_forward(model, sub), sub.response_ids)
+    return (logp * sub.response_mask)[positive].sum()
+
+
+def probe_group(model, sub, adv, thr, positive, sets, lr, head) -> list[dict]:
+    """One SGD step per (token set, scope) from the same weights; the actual vs predicted change."""
+    from thr.core import selective_log_softmax
+    from thr.rollout import policy_forward
+
+    params = {"head": [head], "full": [p for p in model.parameters() if p.requires_grad]}
+    saved = [p.detach().clone() for p in params["full"]]
+    n_tok = float(sub.response_mask.sum())
+    with torch.no_grad():
+        before = float(positive_loglik(model, sub, positive))
+    rows = []
+    for name, sel in sets.items():
+        if not sel.any():
+            continue
+        predicted = lr * float((thr * sel).sum()) / n_tok
+        for scope, plist in params.items():
+            logp = selective_log_softmax(policy_forward(model, sub), sub.response_ids)
+            loss = -(adv[:, None] * logp * sel).sum() / n_tok
+            grads = torch.autograd.grad(loss, plist, allow_unused=True)
+            with torch.no_grad():
+                for p, g in zip(plist, grads):
+                    if g is not None:
+                        p.sub_(lr * g)
+                after = float(positive_loglik(model, sub, positive))
+                for p, s in zip(params["full"], saved):
+                    p.copy_(s)
+            rows.append({"subset": name, "scope": scope, "tokens": int(sel.sum()), "predicted": predicted,
+                         "actual": after - before})
+    return rows
+
+
+def run_seed(seed: int, batches: int, lr: float, extra: list[str]) -> list[dict]:
+    from thr.config import load_config
+    from thr.core import group_advantages, influence_threshold
+    from thr.rollout import build_batch
+    from thr.train import Trainer
+    from thr.train_config import TrainConfig
+
+    tmp = tempfile.mkdtemp(prefix="thr-probe-")
+    cfg = load_config(TrainConfig, [f"seed={seed}", f"embedded.seed={seed}", f"output_dir={tmp}", "log.progress=false",
+                                    "eval.before=false", "thr.mode=off", "log.groups_every=0", *extra])
+    tr = Trainer(cfg)
+    tr.model.eval()
+    G, gen, out = cfg.rollout.group_size, torch.Generator().manual_seed(seed), []
+    head = tr.model.get_output_embeddings().weight
+    for b in range(batches):
+        torch.manual_seed(seed * 7919 + b)
+        _, samples, scores = tr.rollout(b)
+        rewards = torch.tensor([s.reward for s in scores])
+        correct = torch.tensor([s.correct for s in scores])
+        adv, _ = group_advantages(rewards, group_size=G)
+        batch = build_batch([s.prompt_ids for s in samples], [s.response_ids for s in samples],
+                            tr.tokenizer.pad_token_id, tr.device)
+        old = tr.old_policy_pass(batch, correct)
+        tr.model.eval()
+        influence = old["influence"]
+        thr = adv[:, None] * influence
+        tau = influence_threshold(influence, batch.response_mask, correct, group_size=G)
+        dominant = influence.abs() > tau[:, None]
+        for g in range(len(samples) // G):
+            rows = torch.arange(g * G, (g + 1) * G)
+            if not correct[rows].any() or correct[rows].all():
+                continue  # no mixed rewards: zero advantages, nothing to probe
+            sub = batch.rows(rows)
+            t = sub.response_width
+            sets = token_sets(thr[rows, :t], dominant[rows, :t], sub.response_mask, gen)
+            for r in probe_group(tr.model, sub, adv[rows], thr[rows, :t], correct[rows], sets, lr, head):
+                out.append({"seed": seed, "batch": b, "group": g, **r})
+    return out
+
+
+def summarize(rows: list[dict]) -> dict:
+    table = {}
+    for scope in ("head", "full"):
+        for name in SUBSETS:
+            sel = [r for r in rows if r["scope"] == scope and r["subset"] == name]
+            if not sel:
+                continue
+            act, pred = [r["actual"] for r in sel], [r["predicted"] for r in sel]
+            agree = sum((a > 0) == (p > 0) for a, p in zip(act, pred)) / len(sel)
+            table[f"{scope}/{name}"] = {
+                "groups": len(sel), "actual": mean_ci(act), "predicted": mean_ci(pred),
+                "frac_actual_positive": sum(a > 0 for a in act) / len(sel), "sign_agreement": agree,
+                "pearson": pearson(pred, act),
+            }
+    return table
+
+
+def pearson(x: list[float], y: list[float]) -> float:
+    n = len(x)
+    if n < 3:
+        return float("nan")
+    mx, my = sum(x) / n, sum(y) / n
+    sxy = sum((a - mx) * (b - my) for a, b in zip(x, y))
+    sxx, syy = sum((a - mx) ** 2 for a in x), sum((b - my) ** 2 for b in y)
+    return sxy / math.sqrt(sxx * syy) if sxx > 0 and syy > 0 else float("nan")
+
+
+def markdown(table: dict, settings: dict) -> str:
+    lines = [f"# Likelihood probe\n\nSettings: {json.dumps(settings)}\n",
+             "Change of the summed log-likelihood of a group's correct responses after one SGD step on",
+             "the token set (x1e3; mean ± 95% t-interval over groups); `predicted` = lr/N * sum of THR.\n",
+             "| scope | token set | groups | actual ×1e3 | predicted ×1e3 | actual > 0 | sign agrees | Pearson r |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for key, r in table.items():
+        scope, name = key.split("/", 1)
+        a, p = r["actual"], r["predicted"]
+        lines.append(f"| {scope} | {name} | {r['groups']} | {a['mean'] * 1e3:.3f} ± {a['ci95'] * 1e3:.3f} | "
+                     f"{p['mean'] * 1e3:.3f} ± {p['ci95'] * 1e3:.3f} | {r['frac_actual_positive']:.0%} | "
+                     f"{r['sign_agreement']:.0%} | {r['pearson']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default=str(HERE / "results" / "probe"))
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--batches", type=int, default=6, help="rollout batches per seed (16 groups of 8 each)")
+    ap.add_argument("--lr", type=float, default=0.005, help="SGD step size of the probe step")
+    ap.add_argument("overrides", nargs="*", help="thr train overrides (e.g. embedded.arch=llama)")
+    a = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for seed in [int(s) for s in a.seeds.split(",")]:
+        rows += run_seed(seed, a.batches, a.lr, a.overrides)
+    with open(out / "probe.jsonl", "w") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+    settings = {"seeds": a.seeds, "batches": a.batches, "lr": a.lr, "overrides": a.overrides}
+    table = summarize(rows)
+    (out / "probe_summary.json").write_text(json.dumps({"settings": settings, "table": table}, indent=1) + "\n")
+    md = markdown(table, settings)
+    (out / "probe.md").write_text(md)
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

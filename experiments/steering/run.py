@@ -1,0 +1,130 @@
+"""Does THR steering work? Train every method of ``methods.py`` on the embedded task, then tabulate.
+
+    python experiments/steering/run.py                       # the full sweep (hours on 2 cores)
+    python experiments/steering/run.py --quick --out /tmp/s  # the pipeline end to end in ~2 min
+    python experiments/steering/run.py --aggregate-only      # redo tables and figures
+
+Each (method, seed) is one ``thr train`` run in its own process (one torch thread each, ``--jobs``
+at a time) under ``OUT/runs/<method>/seed<k>``; the base model of each (architecture, seed) is
+scored once by a zero-step run under ``OUT/runs/base-<arch>/seed<k>``. Seed ``k`` sets both the
+warm start (``embedded.seed``: model init, SFT data, task splits) and the RL seed, so every method
+of seed ``k`` starts from the same model and is scored on the same held-out problems; comparisons
+are paired within a seed. Finished runs (a ``summary.json``) are skipped, a killed run resumes from
+its last checkpoint, and runs go seed by seed so that a partial sweep still has whole seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from aggregate import aggregate  # noqa: E402
+from methods import METHODS, QUICK, arch_of, run_dir  # noqa: E402
+
+FULL_SETTINGS = {"steps": 100, "eval_limit": 250, "eval_n": 64, "seeds": [0, 1, 2]}
+QUICK_SETTINGS = {"steps": 3, "eval_limit": 8, "eval_n": 4, "seeds": [0]}
+# the quick variant shrinks the warm start and the batch so CI runs the whole pipeline in minutes
+QUICK_OVERRIDES = ["embedded.num_layers=2", "embedded.num_heads=2", "embedded.sft_steps=200",
+                   "embedded.warmup_steps=10", "embedded.target_val_accuracy=0", "embedded.ops=+-",
+                   "embedded.max_operands=2", "embedded.max_value=12", "embedded.n_sft_examples=150",
+                   "embedded.n_test=50", "embedded.eval_problems=0", "embedded.eval_pass_problems=0",
+                   "rollout.prompts_per_step=4", "rollout.group_size=4", "rollout.max_new_tokens=24"]
+
+
+def train_args(method: str, seed: int, out: Path, s: dict, extra: list[str]) -> list[str]:
+    """The ``thr train`` arguments of one run (``base-<arch>`` methods only score the start)."""
+    base = method.startswith("base-")
+    overrides = [f"embedded.arch={method[5:]}"] if base else METHODS[method]
+    return [
+        f"output_dir={run_dir(out, method, seed)}", f"seed={seed}", f"embedded.seed={seed}",
+        f"steps={0 if base else s['steps']}", "eval.every=0", "eval.before=false", f"eval.n={s['eval_n']}", f"eval.limit={s['eval_limit']}",
+        "log.likelihood_dynamics=true", "log.groups_every=0", "log.progress=false", "resume=true",
+        *extra, *overrides,
+    ]
+
+
+def run_one(method: str, seed: int, out: Path, s: dict, extra: list[str]) -> dict:
+    rd = run_dir(out, method, seed)
+    if (rd / "summary.json").is_file():
+        return {"method": method, "seed": seed, "status": "done before"}
+    rd.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "thr.cli", "train", *train_args(method, seed, out, s, extra)]
+    t0 = time.time()
+    with open(rd / "train.log", "a") as log:
+        rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
+    status = "ok" if rc == 0 and (rd / "summary.json").is_file() else f"failed (exit {rc}, see {rd / 'train.log'})"
+    return {"method": method, "seed": seed, "status": status, "seconds": round(time.time() - t0, 1)}
+
+
+def schedule(methods: list[str], seeds: list[int]) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
+    """Base-model runs first (they build the warm starts), then every method, seed by seed."""
+    archs = sorted({arch_of(m) for m in methods})
+    bases = [(f"base-{a}", k) for k in seeds for a in archs]
+    runs = [(m, k) for k in seeds for m in methods]
+    return bases, runs
+
+
+def run_all(out: Path, s: dict, methods: list[str], jobs: int, extra: list[str]) -> list[dict]:
+    bases, runs = schedule(methods, s["seeds"])
+    results = []
+    for phase in (bases, runs):
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            for r in pool.map(lambda mk: run_one(mk[0], mk[1], out, s, extra), phase):
+                print(json.dumps(r), flush=True)
+                results.append(r)
+    return results
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default=str(HERE / "results"), help="experiment folder (runs/, results.md, figures)")
+    ap.add_argument("--quick", action="store_true", help="tiny pipeline check (CI): few methods, 2 steps, small model")
+    ap.add_argument("--methods", default="", help=f"comma-separated subset of: {', '.join(METHODS)}")
+    ap.add_argument("--seeds", default="", help="comma-separated seeds (default 0,1,2; quick: 0)")
+    ap.add_argument("--steps", type=int, default=0, help="RL steps per run (default 100)")
+    ap.add_argument("--eval-limit", type=int, default=0, help="held-out problems scored (default 300)")
+    ap.add_argument("--eval-n", type=int, default=0, help="samples per problem for Pass@K (default 64)")
+    ap.add_argument("--jobs", type=int, default=2, help="runs at a time (one torch thread each)")
+    ap.add_argument("--aggregate-only", action="store_true", help="only rebuild tables and figures")
+    ap.add_argument("overrides", nargs="*", help="extra thr train overrides for every run (key=value)")
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parse_args(argv)
+    s = dict(QUICK_SETTINGS if a.quick else FULL_SETTINGS)
+    for key, value in (("steps", a.steps), ("eval_limit", a.eval_limit), ("eval_n", a.eval_n)):
+        s[key] = value or s[key]
+    if a.seeds:
+        s["seeds"] = [int(x) for x in a.seeds.split(",")]
+    methods = [m.strip() for m in a.methods.split(",") if m.strip()] or (QUICK if a.quick else list(METHODS))
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise SystemExit(f"unknown method(s) {unknown}; choose from {list(METHODS)}")
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    extra = (QUICK_OVERRIDES if a.quick else []) + a.overrides
+    setup = {**s, "methods": methods, "extra_overrides": extra, "jobs": a.jobs, "quick": a.quick}
+    if not a.aggregate_only:
+        (out / "settings.json").write_text(json.dumps(setup, indent=2) + "\n")
+        t0 = time.time()
+        results = run_all(out, s, methods, a.jobs, extra)
+        failed = [r for r in results if not r["status"].startswith(("ok", "done"))]
+        print(f"sweep: {len(results) - len(failed)}/{len(results)} runs finished in {time.time() - t0:.0f} s", flush=True)
+    table = aggregate(out, methods, s["seeds"])
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,98 @@
+"""The steering experiment's pipeline end to end (quick variant) and its statistics."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+EXP = ROOT / "experiments" / "steering"
+sys.path.insert(0, str(EXP))
+
+import aggregate  # noqa: E402
+import methods  # noqa: E402
+
+
+def test_mean_ci_matches_t_interval():
+    stat = aggregate.mean_ci([0.1, 0.2, 0.3])
+    assert stat["n"] == 3 and math.isclose(stat["mean"], 0.2)
+    # sd = 0.1, t(2) = 4.303: half-width 4.303 * 0.1 / sqrt(3)
+    assert math.isclose(stat["ci95"], 4.303 * 0.1 / math.sqrt(3), rel_tol=1e-9)
+    assert math.isnan(aggregate.mean_ci([0.5])["ci95"]) and aggregate.mean_ci([])["n"] == 0
+
+
+def test_paired_deltas_use_same_seed():
+    runs = {
+        "base-qwen2": {0: _rec(0.1), 1: _rec(0.3)},
+        "grpo": {0: _rec(0.2), 1: _rec(0.5)},
+        "thr+0.5": {0: _rec(0.3), 1: _rec(0.55)},
+    }
+    table = aggregate.summarize(runs)
+    d = table["thr+0.5"]["vs_grpo"]["greedy"]
+    assert math.isclose(d["mean"], (0.1 + 0.05) / 2) and d["n"] == 2
+    assert math.isclose(table["grpo"]["vs_base"]["greedy"]["mean"], (0.1 + 0.2) / 2)
+    assert table["grpo"]["vs_grpo"] == {}
+
+
+def _rec(greedy: float) -> dict:
+    return {"greedy": greedy, "pass_at_k": {1: greedy, 4: greedy + 0.1}, "pass@1": greedy, "pass@4": greedy + 0.1,
+            "pass@16": None, "pass@64": None, "lik_correct": 0.01, "lik_incorrect": -0.01, "reward_last": 0.5}
+
+
+def test_every_method_is_a_valid_train_config():
+    from thr.config import load_config
+    from thr.train_config import TrainConfig
+
+    for name, overrides in methods.METHODS.items():
+        cfg = load_config(TrainConfig, overrides)
+        cfg.validate()
+        assert methods.baseline_of(name) in methods.METHODS
+
+
+@pytest.mark.slow
+def test_quick_sweep_end_to_end(tmp_path, monkeypatch):
+    """Train, score and tabulate the quick variant: every run finishes and lands in the table."""
+    env_cache = tmp_path / "cache"
+    out = tmp_path / "sweep"
+    cmd = [sys.executable, str(EXP / "run.py"), "--quick", "--out", str(out), "--methods", "grpo,thr+0.5,llama/grpo"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=900,
+                         env={**__import__("os").environ, "THR_CACHE_DIR": str(env_cache)})
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    results = json.loads((out / "results.json").read_text())
+    table = results["table"]
+    assert set(table) == {"base-qwen2", "base-llama", "grpo", "thr+0.5", "llama/grpo"}
+    for name, row in table.items():
+        assert row["abs"]["greedy"]["n"] == 1, name
+        assert set(map(int, row["curve"])) == {1, 2, 4}, name
+    # the trained runs logged the likelihood dynamics and a real change of the weights
+    lik = table["thr+0.5"]["abs"]["lik_incorrect"]
+    assert lik["n"] == 1 and lik["mean"] != 0.0
+    md = (out / "results.md").read_text()
+    assert "| thr+0.5 | 1 |" in md and "llama/grpo" in md
+    # a second call skips finished runs and only re-aggregates
+    res2 = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                          env={**__import__("os").environ, "THR_CACHE_DIR": str(env_cache)})
+    assert res2.returncode == 0 and res2.stdout.count("done before") == 5
+
+    # the likelihood probe on the same (cached) quick model: THR's first-order prediction of the
+    # head-only step must match the measured change of the correct responses' log-likelihood
+    sys.path.insert(0, str(EXP))
+    import run as run_mod
+
+    probe = out / "probe"
+    cmd = [sys.executable, str(EXP / "likelihood_probe.py"), "--out", str(probe), "--seeds", "0", "--batches", "3",
+           *run_mod.QUICK_OVERRIDES]
+    res3 = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
+                          env={**__import__("os").environ, "THR_CACHE_DIR": str(env_cache)})
+    assert res3.returncode == 0, res3.stdout[-2000:] + res3.stderr[-2000:]
+    table = json.loads((probe / "probe_summary.json").read_text())["table"]
+    head = table["head/all"]
+    assert head["groups"] >= 1
+    rel = abs(head["actual"]["mean"] - head["predicted"]["mean"]) / abs(head["predicted"]["mean"])
+    assert rel < 0.05 and head["sign_agreement"] == 1.0
+    assert table["head/thr<0"]["actual"]["mean"] < 0 < table["head/thr>0"]["actual"]["mean"]
