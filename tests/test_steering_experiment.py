@@ -96,3 +96,16 @@ def test_quick_sweep_end_to_end(tmp_path, monkeypatch):
     rel = abs(head["actual"]["mean"] - head["predicted"]["mean"]) / abs(head["predicted"]["mean"])
     assert rel < 0.05 and head["sign_agreement"] == 1.0
     assert table["head/thr<0"]["actual"]["mean"] < 0 < table["head/thr>0"]["actual"]["mean"]
+
+
+def test_claim_verdicts():
+    v = aggregate.verdict
+    assert v({"mean": 0.05, "ci95": 0.02, "n": 3}, +1) == "reproduced"
+    assert v({"mean": -0.05, "ci95": 0.02, "n": 3}, +1) == "contradicted"
+    assert v({"mean": 0.01, "ci95": 0.03, "n": 3}, +1).startswith("not shown")
+    assert v({"mean": 0.005, "ci95": 0.01, "n": 3}, 0).startswith("consistent")
+    assert v({"mean": 0.0, "ci95": 0.05, "n": 3}, 0).startswith("inconclusive")
+    assert v({"mean": 0.1, "ci95": float("nan"), "n": 1}, +1) == "not enough seeds"
+    runs = {"a": {0: {"greedy": 0.5}, 1: {"greedy": 0.6}}, "b": {0: {"greedy": 0.4}, 2: {"greedy": 0.1}}}
+    d = aggregate.paired(runs, "a", "b", "greedy")
+    assert d["n"] == 1 and math.isclose(d["mean"], 0.1)

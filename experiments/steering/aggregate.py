@@ -102,6 +102,61 @@ def summarize(runs: dict[str, dict[int, dict]]) -> dict[str, dict]:
     return table
 
 
+# (claim, method, reference, metric, expected sign; 0 means "about equal")
+CLAIMS = [
+    ("p > 0 raises greedy accuracy (GRPO loss)", "thr+0.5", "grpo", "greedy", +1),
+    ("p > 0 raises greedy accuracy (GRPO loss)", "thr+0.2", "grpo", "greedy", +1),
+    ("p < 0 raises Pass@K at large K (GRPO loss)", "thr-0.5", "grpo", "pass@64", +1),
+    ("p < 0 raises Pass@K at large K (GRPO loss)", "thr-0.5", "grpo", "pass@16", +1),
+    ("p < 0 raises Pass@K at large K (GRPO loss)", "thr-0.2", "grpo", "pass@64", +1),
+    ("p > 0 raises greedy accuracy (GSPO-token)", "gspo/thr+0.5", "gspo/grpo", "greedy", +1),
+    ("p < 0 raises Pass@K at large K (GSPO-token)", "gspo/thr-0.5", "gspo/grpo", "pass@64", +1),
+    ("p > 0 raises greedy accuracy (Llama)", "llama/thr+0.5", "llama/grpo", "greedy", +1),
+    ("p < 0 raises Pass@K at large K (Llama)", "llama/thr-0.5", "llama/grpo", "pass@64", +1),
+    ("dominant tokens alone roughly match GRPO", "dominant", "grpo", "greedy", 0),
+    ("dominant tokens alone roughly match GRPO", "dominant", "grpo", "pass@16", 0),
+    ("cross-token terms matter: THR beats its self-term (p > 0, greedy)", "thr+0.5", "self+0.5", "greedy", +1),
+    ("cross-token terms matter: THR beats its self-term (p < 0, Pass@64)", "thr-0.5", "self-0.5", "pass@64", +1),
+    ("p > 0 raises the correct responses' likelihood per update", "thr+0.5", "grpo", "lik_correct", +1),
+    ("p < 0 lowers it relative to GRPO", "thr-0.5", "grpo", "lik_correct", -1),
+]
+NEAR = 0.02  # "about equal": the whole 95% interval within +-2 points
+
+
+def paired(runs: dict, a: str, b: str, key: str) -> dict:
+    """Mean and 95% interval of ``a - b`` over the seeds both have."""
+    ra, rb = runs.get(a, {}), runs.get(b, {})
+    return mean_ci([ra[k][key] - rb[k][key] for k in ra if k in rb and ra[k][key] is not None and rb[k][key] is not None])
+
+
+def verdict(stat: dict, sign: int) -> str:
+    if stat["n"] < 2:
+        return "not enough seeds"
+    lo, hi = stat["mean"] - stat["ci95"], stat["mean"] + stat["ci95"]
+    if sign == 0:
+        return "consistent (within ±2 points)" if -NEAR <= lo and hi <= NEAR else (
+            "differs" if lo > 0 or hi < 0 else "inconclusive (interval wider than ±2 points)")
+    if (lo > 0 and sign > 0) or (hi < 0 and sign < 0):
+        return "reproduced"
+    if (hi < 0 and sign > 0) or (lo > 0 and sign < 0):
+        return "contradicted"
+    return "not shown (interval includes 0; point estimate " + ("agrees)" if stat["mean"] * sign > 0 else "disagrees)")
+
+
+def claims_markdown(runs: dict) -> tuple[str, list[dict]]:
+    rows, lines = [], ["", "## The paper's claims, tested", "",
+                       "| claim | comparison | metric | difference | verdict |", "| --- | --- | --- | --- | --- |"]
+    for claim, a, b, key, sign in CLAIMS:
+        if a not in runs or b not in runs:
+            continue
+        stat = paired(runs, a, b, key)
+        scale, digits, unit = (1e3, 2, " ×1e-3 nats") if key.startswith("lik") else (100.0, 1, " points")
+        v = verdict(stat, sign) if not key.startswith("lik") or stat["n"] >= 2 else "not enough seeds"
+        rows.append({"claim": claim, "method": a, "reference": b, "metric": key, "diff": stat, "verdict": v})
+        lines.append(f"| {claim} | {a} − {b} | {key} | {_fmt(stat, scale, digits)}{unit} (n={stat['n']}) | {v} |")
+    return "\n".join(lines) + "\n", rows
+
+
 def _fmt(stat: dict | None, scale: float = 100.0, digits: int = 1) -> str:
     if not stat or stat["n"] == 0:
         return "-"
@@ -189,6 +244,11 @@ def aggregate(out: Path, methods: list[str], seeds: list[int]) -> str:
     settings = json.loads(settings_file.read_text()) if settings_file.is_file() else {}
     (out / "results.json").write_text(json.dumps({"settings": settings, "table": table, "runs": runs}, indent=1) + "\n")
     md = markdown(table, settings)
+    claims_md, claims = claims_markdown(runs)
+    md += claims_md
+    results = json.loads((out / "results.json").read_text())
+    results["claims"] = claims
+    (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     figures = plot(table, out)
     if figures:
         md += "\n" + "\n".join(f"![{f}]({f})" for f in figures) + "\n"

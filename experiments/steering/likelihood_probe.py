@@ -138,9 +138,24 @@ def summarize(rows: list[dict]) -> dict:
             table[f"{scope}/{name}"] = {
                 "groups": len(sel), "actual": mean_ci(act), "predicted": mean_ci(pred),
                 "frac_actual_positive": sum(a > 0 for a in act) / len(sel), "sign_agreement": agree,
-                "pearson": pearson(pred, act),
+                "pearson": pearson(pred, act), "spearman": pearson(ranks(pred), ranks(act)),
             }
     return table
+
+
+def paired_contrasts(rows: list[dict]) -> dict:
+    """Per group, ``thr>0`` minus ``random`` (same token count) and minus ``all``: does selecting
+    positive-THR tokens raise the correct responses' likelihood more than other choices?"""
+    by: dict[tuple, dict] = {}
+    for r in rows:
+        by.setdefault((r["seed"], r["batch"], r["group"], r["scope"]), {})[r["subset"]] = r["actual"]
+    out = {}
+    for scope in ("head", "full"):
+        for other in ("random", "all"):
+            diffs = [v["thr>0"] - v[other] for k, v in by.items() if k[3] == scope and "thr>0" in v and other in v]
+            if diffs:
+                out[f"{scope}/thr>0 - {other}"] = {**mean_ci(diffs), "frac_positive": sum(d > 0 for d in diffs) / len(diffs)}
+    return out
 
 
 def pearson(x: list[float], y: list[float]) -> float:
@@ -153,18 +168,26 @@ def pearson(x: list[float], y: list[float]) -> float:
     return sxy / math.sqrt(sxx * syy) if sxx > 0 and syy > 0 else float("nan")
 
 
+def ranks(x: list[float]) -> list[float]:
+    order = sorted(range(len(x)), key=lambda i: x[i])
+    r = [0.0] * len(x)
+    for rank, i in enumerate(order):
+        r[i] = float(rank)
+    return r
+
+
 def markdown(table: dict, settings: dict) -> str:
     lines = [f"# Likelihood probe\n\nSettings: {json.dumps(settings)}\n",
              "Change of the summed log-likelihood of a group's correct responses after one SGD step on",
              "the token set (x1e3; mean ± 95% t-interval over groups); `predicted` = lr/N * sum of THR.\n",
-             "| scope | token set | groups | actual ×1e3 | predicted ×1e3 | actual > 0 | sign agrees | Pearson r |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| scope | token set | groups | actual ×1e3 | predicted ×1e3 | actual > 0 | sign agrees | Pearson r | Spearman |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for key, r in table.items():
         scope, name = key.split("/", 1)
         a, p = r["actual"], r["predicted"]
         lines.append(f"| {scope} | {name} | {r['groups']} | {a['mean'] * 1e3:.3f} ± {a['ci95'] * 1e3:.3f} | "
                      f"{p['mean'] * 1e3:.3f} ± {p['ci95'] * 1e3:.3f} | {r['frac_actual_positive']:.0%} | "
-                     f"{r['sign_agreement']:.0%} | {r['pearson']:.3f} |")
+                     f"{r['sign_agreement']:.0%} | {r['pearson']:.3f} | {r['spearman']:.3f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -174,21 +197,29 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--batches", type=int, default=6, help="rollout batches per seed (16 groups of 8 each)")
     ap.add_argument("--lr", type=float, default=0.005, help="SGD step size of the probe step")
+    ap.add_argument("--summarize-only", action="store_true", help="rebuild the tables from OUT/probe.jsonl")
     ap.add_argument("overrides", nargs="*", help="thr train overrides (e.g. embedded.arch=llama)")
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for seed in [int(s) for s in a.seeds.split(",")]:
-        rows += run_seed(seed, a.batches, a.lr, a.overrides)
-    with open(out / "probe.jsonl", "w") as f:
-        for r in rows:
-            f.write(json.dumps(r) + "\n")
+    if a.summarize_only:
+        rows = [json.loads(line) for line in (out / "probe.jsonl").read_text().splitlines()]
+    else:
+        rows = []
+        for seed in [int(s) for s in a.seeds.split(",")]:
+            rows += run_seed(seed, a.batches, a.lr, a.overrides)
+        with open(out / "probe.jsonl", "w") as f:
+            for r in rows:
+                f.write(json.dumps(r) + "\n")
     settings = {"seeds": a.seeds, "batches": a.batches, "lr": a.lr, "overrides": a.overrides}
-    table = summarize(rows)
-    (out / "probe_summary.json").write_text(json.dumps({"settings": settings, "table": table}, indent=1) + "\n")
-    md = markdown(table, settings)
+    if a.summarize_only and (out / "probe_summary.json").is_file():  # keep what the rows were made with
+        settings = json.loads((out / "probe_summary.json").read_text())["settings"]
+    table, contrasts = summarize(rows), paired_contrasts(rows)
+    (out / "probe_summary.json").write_text(json.dumps({"settings": settings, "table": table, "contrasts": contrasts},
+                                                       indent=1) + "\n")
+    md = markdown(table, settings) + "\n| paired per group | mean ×1e3 | groups where > 0 |\n| --- | --- | --- |\n" + "".join(
+        f"| {k} | {v['mean'] * 1e3:.2f} ± {v['ci95'] * 1e3:.2f} | {v['frac_positive']:.0%} |\n" for k, v in contrasts.items())
     (out / "probe.md").write_text(md)
     print(md)
     return 0
