@@ -95,6 +95,19 @@ def test_scaled_head_is_detected(setup, capsys):
         handle.remove()
 
 
+def test_approx_ignores_log_probs_of_a_scaled_head(setup):
+    """With a non-linear head the old log-probs do not match hidden @ W.T: approx must not use them."""
+    trainer, batch, positive, ref = setup
+    V = lm_head_weight(trainer.model).shape[0]
+    handle = output_embeddings(trainer.model).register_forward_hook(lambda _m, _a, out: out * 1.5)
+    try:
+        got = influence(trainer, batch, positive, algorithm="approx", approx_top_k=V, reuse_logits="off")
+        assert trainer.thr_pass.head_linear is False and trainer.thr_pass.log_probs_ok is False
+        assert rel(got, ref) < 1e-5  # covering the vocabulary: exact, normalized from hidden @ W.T
+    finally:
+        handle.remove()
+
+
 def test_head_check_on_small_tensors():
     cfg = TrainConfig().thr
     H, W = torch.randn(2, 3, 4), torch.randn(5, 4)
@@ -128,10 +141,17 @@ def test_tf32_switch_restores_global_setting_and_skips_cpu():
     from thr.train_config import THRSection
     from thr.train_thr import OldPassTHR, _tf32_matmuls
 
-    before = torch.backends.cuda.matmul.allow_tf32
+    before = torch.get_float32_matmul_precision()
     with _tf32_matmuls():
-        assert torch.backends.cuda.matmul.allow_tf32 is True
-    assert torch.backends.cuda.matmul.allow_tf32 == before
+        assert torch.backends.cuda.matmul.fp32_precision == "tf32"
+    assert torch.get_float32_matmul_precision() == before  # readable: no legacy/new API mix
+    torch.set_float32_matmul_precision("medium")  # a user's own setting survives too
+    try:
+        with _tf32_matmuls():
+            pass
+        assert torch.get_float32_matmul_precision() == "medium"
+    finally:
+        torch.set_float32_matmul_precision(before)
     h, w = torch.zeros(2, 3, 4, dtype=torch.bfloat16), torch.zeros(5, 4, dtype=torch.bfloat16)
     for mode in ("auto", "on", "off"):  # CPU tensors: never touches the CUDA setting
         ctx = OldPassTHR(THRSection(tf32=mode), 2, 1.0)._matmul_precision(h, w)

@@ -47,15 +47,15 @@ def token_sets(thr: torch.Tensor, dominant: torch.Tensor, mask: torch.Tensor, ge
             "dominant thr<0": neg & dominant, "random": rand.view_as(mask)}
 
 
-def positive_loglik(model, sub, positive: torch.Tensor) -> torch.Tensor:
+def positive_loglik(model, sub, positive: torch.Tensor, temperature: float) -> torch.Tensor:
     from thr.core import selective_log_softmax
     from thr.rollout import policy_forward
 
-    logp = selective_log_softmax(policy_forward(model, sub), sub.response_ids)
+    logp = selective_log_softmax(policy_forward(model, sub), sub.response_ids, temperature=temperature)
     return (logp * sub.response_mask)[positive].sum()
 
 
-def probe_group(model, sub, adv, thr, positive, sets, lr, head) -> list[dict]:
+def probe_group(model, sub, adv, thr, positive, sets, lr, head, temperature: float = 1.0) -> list[dict]:
     """One SGD step per (token set, scope) from the same weights; the actual vs predicted change."""
     from thr.core import selective_log_softmax
     from thr.rollout import policy_forward
@@ -64,21 +64,21 @@ def probe_group(model, sub, adv, thr, positive, sets, lr, head) -> list[dict]:
     saved = [p.detach().clone() for p in params["full"]]
     n_tok = float(sub.response_mask.sum())
     with torch.no_grad():
-        before = float(positive_loglik(model, sub, positive))
+        before = float(positive_loglik(model, sub, positive, temperature))
     rows = []
     for name, sel in sets.items():
         if not sel.any():
             continue
         predicted = lr * float((thr * sel).sum()) / n_tok
         for scope, plist in params.items():
-            logp = selective_log_softmax(policy_forward(model, sub), sub.response_ids)
+            logp = selective_log_softmax(policy_forward(model, sub), sub.response_ids, temperature=temperature)
             loss = -(adv[:, None] * logp * sel).sum() / n_tok
             grads = torch.autograd.grad(loss, plist, allow_unused=True)
             with torch.no_grad():
                 for p, g in zip(plist, grads):
                     if g is not None:
                         p.sub_(lr * g)
-                after = float(positive_loglik(model, sub, positive))
+                after = float(positive_loglik(model, sub, positive, temperature))
                 for p, s in zip(params["full"], saved):
                     p.copy_(s)
             rows.append({"subset": name, "scope": scope, "tokens": int(sel.sum()), "predicted": predicted,
@@ -121,7 +121,8 @@ def run_seed(seed: int, batches: int, lr: float, extra: list[str]) -> list[dict]
             sub = batch.rows(rows)
             t = sub.response_width
             sets = token_sets(thr[rows, :t], dominant[rows, :t], sub.response_mask, gen)
-            for r in probe_group(tr.model, sub, adv[rows], thr[rows, :t], correct[rows], sets, lr, head):
+            for r in probe_group(tr.model, sub, adv[rows], thr[rows, :t], correct[rows], sets, lr, head,
+                                 cfg.rollout.temperature):
                 out.append({"seed": seed, "batch": b, "group": g, **r})
     return out
 

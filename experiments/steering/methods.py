@@ -27,7 +27,7 @@ METHODS: dict[str, list[str]] = {
     "thr+0.5": reweight(0.5),
     "thr-0.2": reweight(-0.2),
     "thr-0.5": reweight(-0.5),
-    "dominant": ["thr.mode=dominant"],
+    "dominant": ["thr.mode=dominant", "thr.p=0"],  # weight 1 on dominant tokens, 0 elsewhere
     # controls
     "entropy-top20": ["thr.mode=entropy", "thr.quantile=0.2"],
     "clip-higher": OFF + ["optim.clip_eps_high=0.28"],
@@ -37,7 +37,7 @@ METHODS: dict[str, list[str]] = {
     "gspo/grpo": GSPO + OFF,
     "gspo/thr+0.5": GSPO + reweight(0.5),
     "gspo/thr-0.5": GSPO + reweight(-0.5),
-    "gspo/dominant": GSPO + ["thr.mode=dominant"],
+    "gspo/dominant": GSPO + ["thr.mode=dominant", "thr.p=0"],
     # a second architecture
     "llama/grpo": LLAMA + OFF,
     "llama/thr+0.5": LLAMA + reweight(0.5),

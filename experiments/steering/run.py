@@ -88,12 +88,12 @@ def run_all(out: Path, s: dict, methods: list[str], jobs: int, extra: list[str])
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=str(HERE / "results"), help="experiment folder (runs/, results.md, figures)")
-    ap.add_argument("--quick", action="store_true", help="tiny pipeline check (CI): few methods, 2 steps, small model")
+    ap.add_argument("--quick", action="store_true", help="tiny pipeline check (CI): few methods, 3 steps, small model")
     ap.add_argument("--methods", default="", help=f"comma-separated subset of: {', '.join(METHODS)}")
     ap.add_argument("--seeds", default="", help="comma-separated seeds (default 0,1,2; quick: 0)")
-    ap.add_argument("--steps", type=int, default=0, help="RL steps per run (default 100)")
-    ap.add_argument("--eval-limit", type=int, default=0, help="held-out problems scored (default 300)")
-    ap.add_argument("--eval-n", type=int, default=0, help="samples per problem for Pass@K (default 64)")
+    ap.add_argument("--steps", type=int, default=None, help="RL steps per run (default 100)")
+    ap.add_argument("--eval-limit", type=int, default=None, help="held-out problems scored (default 250)")
+    ap.add_argument("--eval-n", type=int, default=None, help="samples per problem for Pass@K (default 64)")
     ap.add_argument("--jobs", type=int, default=2, help="runs at a time (one torch thread each)")
     ap.add_argument("--aggregate-only", action="store_true", help="only rebuild tables and figures")
     ap.add_argument("overrides", nargs="*", help="extra thr train overrides for every run (key=value)")
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
     s = dict(QUICK_SETTINGS if a.quick else FULL_SETTINGS)
     for key, value in (("steps", a.steps), ("eval_limit", a.eval_limit), ("eval_n", a.eval_n)):
-        s[key] = value or s[key]
+        s[key] = s[key] if value is None else value
     if a.seeds:
         s["seeds"] = [int(x) for x in a.seeds.split(",")]
     methods = [m.strip() for m in a.methods.split(",") if m.strip()] or (QUICK if a.quick else list(METHODS))

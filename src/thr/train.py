@@ -390,7 +390,8 @@ class Trainer:
         finally:
             if bar is not None:
                 bar.close()
-        final_eval = self.evaluate(self.step)
+        # zero steps with the start already scored: the same model, no second evaluation
+        final_eval = self.base_metrics if self.step == 0 and self.base_metrics else self.evaluate(self.step)
         wall = time.perf_counter() - start_wall
         self.logger.log(self.step, {**final_eval, "time/wall": wall})
         ckpt.save_model_atomic(self.model, self.tokenizer, self.out / "final")

@@ -141,8 +141,8 @@ class THRSection:
         float32/float64 logits; a bf16 model's logits are bf16, and reusing them (``on``) rounds
         the probabilities (about 2 % relative error in THR). The logits then stay in memory
         during THR (they are freed before it otherwise).
-    max_kept_gb: GiB of positive-token probabilities the exact M-form keeps between its two
-        passes instead of recomputing (float32; ``max_kept_elements`` of ``thr.core``; 0: the
+    max_kept_gb: GiB of positive-token probabilities the M-form (exact, or inside ``approx``)
+        keeps between its two passes instead of recomputing (float32; ``max_kept_elements`` of ``thr.core``; 0: the
         core default, 2 GiB).
     tf32: ``auto``, ``on`` or ``off``: let THR's float32 matrix products use TF32 tensor cores
         on CUDA (10-bit mantissa inputs, float32 accumulation). ``auto``: on when the model's

@@ -56,21 +56,19 @@ class OldPassTHR:
         self.max_kept = None if not thr.max_kept_gb else int(thr.max_kept_gb * 2**30 / 4)  # float32 elements
         self.head_adapter = head_adapter
         self.head_linear: bool | None = None  # decided on the first micro-batch that wants the logits
+        self.log_probs_ok = False  # approx may take the old log-probs as its normalizer (see use_logits)
 
     def use_logits(self, hidden: torch.Tensor, weight: torch.Tensor, logits: torch.Tensor, mask: torch.Tensor) -> bool:
         """Whether this micro-batch's logits go to THR (if not, drop them before calling THR).
 
         ``on`` raises ``ValueError`` when the head is not plain linear; ``auto`` reuses only
-        float32/float64 logits and falls back to recomputing (said once on stderr).
+        float32/float64 logits and falls back to recomputing (said once on stderr). Also decides
+        whether ``algorithm=approx`` may normalize with the old log-probs (plain linear head and
+        float32/float64 logits only: otherwise ``hidden @ W.T`` and the log-probs disagree).
         """
-        mode = self.c.reuse_logits
-        if self.c.influence == "self" or mode == "off":
-            return False
-        if mode == "auto" and logits.dtype not in (torch.float32, torch.float64):
-            return False  # bf16/fp16 logits would round the probabilities (about 2 % relative error)
-        if not bool(mask.any()):
-            return False  # no THR on this micro-batch: decide on the next one
-        if self.head_linear is None:
+        mode, full = self.c.reuse_logits, logits.dtype in (torch.float32, torch.float64)
+        wants_check = self.c.influence != "self" and (mode != "off" or self.c.algorithm == "approx")
+        if self.head_linear is None and wants_check and bool(mask.any()):
             ok, why = head_is_linear(hidden, weight, logits, mask)
             if self.head_adapter:  # equal at LoRA init (B = 0), not after training: never reuse
                 ok, why = False, "the LM head carries a LoRA adapter (THR uses its base weight)"
@@ -78,9 +76,14 @@ class OldPassTHR:
                 raise ValueError(f"thr.reuse_logits=on: {why}. Set thr.reuse_logits=auto or off to recompute "
                                  "the probabilities from hidden @ lm_head.weight.T")
             if not ok:
-                print(f"thr.reuse_logits=auto: recomputing THR's probabilities, since {why}", file=sys.stderr)
+                print(f"thr: recomputing THR's probabilities from hidden @ lm_head.weight.T, since {why}", file=sys.stderr)
             self.head_linear = ok
-        return self.head_linear
+        self.log_probs_ok = bool(self.head_linear) and full
+        if self.c.influence == "self" or mode == "off" or not bool(mask.any()):
+            return False
+        if mode == "auto" and not full:
+            return False  # bf16/fp16 logits would round the probabilities (about 2 % relative error)
+        return bool(self.head_linear)
 
     def __call__(self, hidden: torch.Tensor, weight: torch.Tensor, response_ids: torch.Tensor, response_mask: torch.Tensor,
                  positive: torch.Tensor, *, logits: torch.Tensor | None = None,
@@ -110,15 +113,30 @@ class OldPassTHR:
                       max_kept_elements=self.max_kept, logits=logits)
         if c.algorithm == "approx":
             return token_influence_approx_batched(hidden, weight, response_ids, response_mask, positive,
-                                                  top_k=c.approx_top_k, token_log_probs=log_probs, **common)
+                                                  top_k=c.approx_top_k, token_log_probs=log_probs if self.log_probs_ok else None,
+                                                  **common)
         return token_influence_batched(hidden, weight, response_ids, response_mask, positive, **common)
 
 
 @contextlib.contextmanager
 def _tf32_matmuls():
-    previous = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = True
+    """TF32 for float32 CUDA matmuls inside the block; the previous setting is restored after.
+
+    Uses only the ``fp32_precision`` API where torch has it (mixing it with the legacy
+    ``allow_tf32`` flag makes later reads of either raise).
+    """
+    matmul = torch.backends.cuda.matmul
+    if hasattr(matmul, "fp32_precision"):
+        previous = matmul.fp32_precision
+        matmul.fp32_precision = "tf32"
+        try:
+            yield
+        finally:
+            matmul.fp32_precision = previous
+        return
+    previous = matmul.allow_tf32
+    matmul.allow_tf32 = True
     try:
         yield
     finally:
-        torch.backends.cuda.matmul.allow_tf32 = previous
+        matmul.allow_tf32 = previous
