@@ -172,20 +172,22 @@ def markdown(table: dict[str, dict], settings: dict) -> str:
         f"Settings: {json.dumps({k: settings[k] for k in settings if k != 'methods'})}",
         "",
         "Accuracies in percent on the held-out split, mean ± 95% t-interval half-width over seeds",
-        "(n = number of seeds). `Δ` columns are paired differences (same seed, same base model)",
-        "against the family's plain-GRPO run (`grpo`, `gspo/grpo`, `llama/grpo`).",
+        "(n = number of seeds). The gain over base and the `Δ` columns are paired differences (same",
+        "seed, same base model and test problems); `Δ` is against the family's plain-GRPO run",
+        "(`grpo`, `gspo/grpo`, `llama/grpo`).",
         "Likelihood: mean over steps of the change of the mean token log-likelihood of the batch's",
         "correct (incorrect) responses across the update, in units of 1e-3 nats.",
         "",
-        "| method | n | greedy | pass@1 | pass@4 | pass@16 | pass@64 | Δgreedy | Δpass@1 | Δpass@64 | lik correct ×1e3 | lik incorrect ×1e3 |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| method | n | greedy | pass@1 | pass@4 | pass@16 | pass@64 | greedy gain over base | Δgreedy | Δpass@1 | Δpass@16 | Δpass@64 | lik correct ×1e3 | lik incorrect ×1e3 |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for m, row in table.items():
         a, d = row["abs"], row["vs_grpo"]
         lines.append(
             f"| {m} | {len(row['seeds'])} | {_fmt(a['greedy'])} | {_fmt(a['pass@1'])} | {_fmt(a['pass@4'])} | "
-            f"{_fmt(a['pass@16'])} | {_fmt(a['pass@64'])} | {_fmt(d.get('greedy'))} | {_fmt(d.get('pass@1'))} | "
-            f"{_fmt(d.get('pass@64'))} | {_fmt(a['lik_correct'], 1e3, 2)} | {_fmt(a['lik_incorrect'], 1e3, 2)} |"
+            f"{_fmt(a['pass@16'])} | {_fmt(a['pass@64'])} | {_fmt(row['vs_base'].get('greedy'))} | {_fmt(d.get('greedy'))} | "
+            f"{_fmt(d.get('pass@1'))} | {_fmt(d.get('pass@16'))} | {_fmt(d.get('pass@64'))} | "
+            f"{_fmt(a['lik_correct'], 1e3, 2)} | {_fmt(a['lik_incorrect'], 1e3, 2)} |"
         )
     return "\n".join(lines) + "\n"
 
