@@ -44,7 +44,8 @@ def load_run(rd: Path) -> dict | None:
     summ = rd / "summary.json"
     if not summ.is_file():
         return None
-    final = json.loads(summ.read_text())["final_eval"]
+    summary = json.loads(summ.read_text())
+    final = summary["final_eval"]
     rec = {"greedy": final.get("eval/greedy_accuracy"), "pass_at_k": {}}
     for key, v in final.items():
         if key.startswith("eval/pass@"):
@@ -65,7 +66,7 @@ def load_run(rd: Path) -> dict | None:
     rec["lik_incorrect"] = sum(lik_i) / len(lik_i) if lik_i else None
     tail = rewards[-10:]
     rec["reward_last"] = sum(tail) / len(tail) if tail else None
-    rec["wall_seconds"] = json.loads(summ.read_text()).get("wall_seconds")
+    rec["wall_seconds"] = summary.get("wall_seconds")
     return rec
 
 

@@ -33,6 +33,8 @@ sys.path.insert(0, str(HERE))
 
 from aggregate import mean_ci  # noqa: E402
 
+from thr.analysis.stats import pearson, spearman  # noqa: E402
+
 SUBSETS = ("all", "thr>0", "thr<0", "dominant thr>0", "dominant thr<0", "random")
 
 
@@ -89,6 +91,7 @@ def probe_group(model, sub, adv, thr, positive, sets, lr, head, temperature: flo
 def run_seed(seed: int, batches: int, lr: float, extra: list[str]) -> list[dict]:
     from thr.config import load_config
     from thr.core import group_advantages, influence_threshold
+    from thr.modeling import output_embeddings
     from thr.rollout import build_batch
     from thr.train import Trainer
     from thr.train_config import TrainConfig
@@ -99,7 +102,7 @@ def run_seed(seed: int, batches: int, lr: float, extra: list[str]) -> list[dict]
     tr = Trainer(cfg)
     tr.model.eval()
     G, gen, out = cfg.rollout.group_size, torch.Generator().manual_seed(seed), []
-    head = tr.model.get_output_embeddings().weight
+    head = output_embeddings(tr.model).weight  # the trainable parameter (lm_head_weight detaches)
     for b in range(batches):
         torch.manual_seed(seed * 7919 + b)
         _, samples, scores = tr.rollout(b)
@@ -127,6 +130,10 @@ def run_seed(seed: int, batches: int, lr: float, extra: list[str]) -> list[dict]
     return out
 
 
+def _nan_if_none(x: float | None) -> float:
+    return float("nan") if x is None else x
+
+
 def summarize(rows: list[dict]) -> dict:
     table = {}
     for scope in ("head", "full"):
@@ -139,7 +146,7 @@ def summarize(rows: list[dict]) -> dict:
             table[f"{scope}/{name}"] = {
                 "groups": len(sel), "actual": mean_ci(act), "predicted": mean_ci(pred),
                 "frac_actual_positive": sum(a > 0 for a in act) / len(sel), "sign_agreement": agree,
-                "pearson": pearson(pred, act), "spearman": pearson(ranks(pred), ranks(act)),
+                "pearson": _nan_if_none(pearson(pred, act)), "spearman": _nan_if_none(spearman(pred, act)),
             }
     return table
 
@@ -157,24 +164,6 @@ def paired_contrasts(rows: list[dict]) -> dict:
             if diffs:
                 out[f"{scope}/thr>0 - {other}"] = {**mean_ci(diffs), "frac_positive": sum(d > 0 for d in diffs) / len(diffs)}
     return out
-
-
-def pearson(x: list[float], y: list[float]) -> float:
-    n = len(x)
-    if n < 3:
-        return float("nan")
-    mx, my = sum(x) / n, sum(y) / n
-    sxy = sum((a - mx) * (b - my) for a, b in zip(x, y))
-    sxx, syy = sum((a - mx) ** 2 for a in x), sum((b - my) ** 2 for b in y)
-    return sxy / math.sqrt(sxx * syy) if sxx > 0 and syy > 0 else float("nan")
-
-
-def ranks(x: list[float]) -> list[float]:
-    order = sorted(range(len(x)), key=lambda i: x[i])
-    r = [0.0] * len(x)
-    for rank, i in enumerate(order):
-        r[i] = float(rank)
-    return r
 
 
 def markdown(table: dict, settings: dict) -> str:
