@@ -23,6 +23,12 @@ def test_paper_recipe_values():
     assert Path(__file__).resolve().parents[1].joinpath(cfg.data.train).is_file()
 
 
+def test_embedded_preset_is_the_builtin_default():
+    from dataclasses import asdict
+    cfg = load_config(TrainConfig, ["--config", str(Path(__file__).resolve().parents[1] / "configs/embedded.yaml")])
+    assert asdict(cfg) == asdict(load_config(TrainConfig, []))
+
+
 def test_override_priority_and_forms(tmp_path):
     preset = tmp_path / "x.yaml"
     preset.write_text("thr:\n  p: 0.3\nsteps: 5\n")

@@ -5,7 +5,6 @@ import math
 import pytest
 import torch
 
-import thr
 from thr.core import aggregate, policy_loss
 
 

@@ -19,7 +19,7 @@ def make_cfg(policy_dir, out, *overrides: str) -> TrainConfig:
     base = [
         f"output_dir={out}", f"model.name_or_path={policy_dir}", "steps=1", "seed=3",
         "rollout.prompts_per_step=4", "rollout.group_size=8", "rollout.max_new_tokens=32", "rollout.batch_size=64",
-        "optim.lr=1e-3", "optim.micro_batch_size=12", "data.eval=", "data.prompt_template=plain",
+        "optim.lr=1e-3", "optim.mini_batches=1", "optim.micro_batch_size=12", "data.eval=", "data.prompt_template=plain",
         "log.progress=false", "log.groups_every=1", "save_every=0",
     ]
     cfg = load_config(TrainConfig, base + list(overrides))
@@ -87,6 +87,24 @@ def test_thr_off_equals_plain_grpo_and_p0_equals_off(tiny_policy_dir, tmp_path):
     m = steered.train_step(0)
     assert m["thr/frac_dominant"] > 0
     assert any(not torch.equal(v, got[k]) for k, v in params(steered.model).items())
+
+
+def test_skipping_zero_advantage_rows_leaves_the_update_unchanged(tiny_policy_dir, tmp_path):
+    # one group per mini-batch: a uniform group is a mini-batch with nothing to update, where the
+    # optimizer must still step (Adam's moments move) exactly as without skipping
+    over = ("steps=2", "rollout.prompts_per_step=8", "optim.ppo_epochs=2", "optim.mini_batches=8")
+    runs = {}
+    for skip in ("true", "false"):
+        trainer = Trainer(make_cfg(tiny_policy_dir, tmp_path / skip, *over, f"optim.skip_zero_advantage={skip}"))
+        runs[skip] = (trainer, [trainer.train_step(step) for step in range(2)])
+    (fast, fast_m), (full, full_m) = runs["true"], runs["false"]
+    assert any(m["optim/updated_rows_frac"] < 1 for m in fast_m), "precondition: some groups must be uniform"
+    assert all(m["optim/updated_rows_frac"] == 1 for m in full_m)
+    for a, b in zip(fast_m, full_m):
+        assert a["loss/policy"] == pytest.approx(b["loss/policy"], rel=1e-4, abs=1e-7)
+    reference = params(full.model)
+    for k, v in params(fast.model).items():
+        assert torch.allclose(v, reference[k], rtol=1e-4, atol=1e-6), k
 
 
 def test_resume_continues_exactly(tiny_policy_dir, tmp_path):

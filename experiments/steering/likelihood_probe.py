@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import tempfile
 from pathlib import Path
@@ -32,6 +31,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from aggregate import mean_ci  # noqa: E402
+from methods import SWEEP_RECIPE  # noqa: E402
 
 from thr.analysis.stats import pearson, spearman  # noqa: E402
 
@@ -98,7 +98,7 @@ def run_seed(seed: int, batches: int, lr: float, extra: list[str]) -> list[dict]
 
     tmp = tempfile.mkdtemp(prefix="thr-probe-")
     cfg = load_config(TrainConfig, [f"seed={seed}", f"embedded.seed={seed}", f"output_dir={tmp}", "log.progress=false",
-                                    "eval.before=false", "thr.mode=off", "log.groups_every=0", *extra])
+                                    "eval.before=false", "thr.mode=off", "log.groups_every=0", *SWEEP_RECIPE, *extra])
     tr = Trainer(cfg)
     tr.model.eval()
     G, gen, out = cfg.rollout.group_size, torch.Generator().manual_seed(seed), []

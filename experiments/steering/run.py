@@ -28,7 +28,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from aggregate import aggregate  # noqa: E402
-from methods import METHODS, QUICK, arch_of, run_dir  # noqa: E402
+from methods import METHODS, QUICK, SWEEP_RECIPE, arch_of, run_dir  # noqa: E402
 
 FULL_SETTINGS = {"steps": 100, "eval_limit": 250, "eval_n": 64, "seeds": [0, 1, 2]}
 QUICK_SETTINGS = {"steps": 3, "eval_limit": 8, "eval_n": 4, "seeds": [0]}
@@ -48,7 +48,7 @@ def train_args(method: str, seed: int, out: Path, s: dict, extra: list[str]) -> 
         f"output_dir={run_dir(out, method, seed)}", f"seed={seed}", f"embedded.seed={seed}",
         f"steps={0 if base else s['steps']}", "eval.every=0", "eval.before=false", f"eval.n={s['eval_n']}", f"eval.limit={s['eval_limit']}",
         "log.likelihood_dynamics=true", "log.groups_every=0", "log.progress=false", "resume=true",
-        *extra, *overrides,
+        *SWEEP_RECIPE, *extra, *overrides,
     ]
 
 

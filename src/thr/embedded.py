@@ -85,8 +85,8 @@ class EmbeddedConfig:
     num_heads: int = 4
     intermediate_size: int = 0
     seed: int = 0
-    sft_steps: int = 1200
-    target_val_accuracy: float = 0.25
+    sft_steps: int = 1600
+    target_val_accuracy: float = 0.30
     val_problems: int = 128
     check_after: int = 500
     check_every: int = 50

@@ -221,8 +221,13 @@ class Trainer:
         G, B = cfg.rollout.group_size, batch.response_ids.shape[0]
         tau = cfg.rollout.temperature
         sums: dict[str, float] = {}
-        n_updates = 0
+        counts: dict[str, int] = {}  # a skipped mini-batch has loss 0 and no ratio/clip statistics
         gen = torch.Generator().manual_seed(cfg.seed * 15485863 + step)
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        # Rows whose token advantages are all zero (uniform groups) have exactly zero gradient
+        # when no KL or entropy term is on: their forward/backward is skipped.
+        skip_rows = o.skip_zero_advantage and o.kl_coef == 0 and o.entropy_coef == 0
+        active = token_adv.ne(0).any(1) if skip_rows else torch.ones(B, dtype=torch.bool, device=self.device)
         for _epoch in range(o.ppo_epochs):
             group_order = torch.randperm(B // G, generator=gen)
             for mini in group_order.chunk(o.mini_batches):
@@ -234,7 +239,12 @@ class Trainer:
                     denoms["num_seqs"] = float((mask.sum(1) > 0).sum().clamp(min=1))
                 self.optimizer.zero_grad(set_to_none=True)
                 step_metrics: dict[str, float] = {}
-                for micro in rows.split(o.micro_batch_size):
+                kept = rows[active[rows]]
+                if kept.numel() == 0:  # zero gradient: the optimizer still steps, as it would without skipping
+                    for p in trainable:
+                        p.grad = torch.zeros_like(p)
+                    step_metrics = {"loss/policy": 0.0, "loss/total": 0.0}
+                for micro in kept.split(o.micro_batch_size) if kept.numel() else ():
                     sub = batch.rows(micro)
                     t = sub.response_width
                     logits = policy_forward(self.model, sub)
@@ -248,20 +258,19 @@ class Trainer:
                         entropy_coef=o.entropy_coef, **denoms,
                     )
                     loss.backward()
-                    share = float(micro.numel()) / rows.numel()
+                    share = float(micro.numel()) / kept.numel()
                     for k, v in m.items():  # additive losses sum; ratios/fractions are averaged by share
                         step_metrics[k] = step_metrics.get(k, 0.0) + (v if k in _ADDITIVE else v * share)
-                grad_norm = torch.nn.utils.clip_grad_norm_(
-                    [p for p in self.model.parameters() if p.requires_grad], o.max_grad_norm if o.max_grad_norm > 0 else float("inf")
-                )
+                grad_norm = torch.nn.utils.clip_grad_norm_(trainable, o.max_grad_norm if o.max_grad_norm > 0 else float("inf"))
                 self.optimizer.step()
                 self.scheduler.step()
                 step_metrics["loss/grad_norm"] = float(grad_norm)
                 for k, v in step_metrics.items():
                     sums[k] = sums.get(k, 0.0) + v
-                n_updates += 1
-        out = {k: v / max(n_updates, 1) for k, v in sums.items()}
+                    counts[k] = counts.get(k, 0) + 1
+        out = {k: v / counts[k] for k, v in sums.items()}
         out["optim/lr"] = self.scheduler.get_last_lr()[0]
+        out["optim/updated_rows_frac"] = float(active.float().mean())
         return out
 
     # ----------------------------------------------------------------------------- one step

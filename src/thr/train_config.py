@@ -8,7 +8,6 @@ naming the field and how to fix it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
 
 from thr.embedded import EmbeddedConfig
 
@@ -189,9 +188,14 @@ class OptimSection:
     warmup_steps: optimizer steps of linear warmup.
     max_grad_norm: gradient clipping (0: off).
     ppo_epochs: passes over each rollout batch.
-    mini_batches: optimizer steps per pass (the batch is split into this many mini-batches).
+    mini_batches: optimizer steps per pass (the batch is split into this many mini-batches of
+        whole groups; the embedded default takes 2, so its second step is off-policy and clipped).
     micro_batch_size: sequences per forward/backward (gradient accumulation within a
         mini-batch); also the old-policy pass size, rounded to whole groups.
+    skip_zero_advantage: skip the update's forward/backward for responses whose token
+        advantages are all zero (groups with uniform rewards). Their gradient is exactly zero, so
+        the update is unchanged; the ratio and clip metrics then cover the updated responses
+        only. Ignored when ``kl_coef`` or ``entropy_coef`` > 0 (those terms act on every token).
     """
 
     advantage: str = "grpo"
@@ -204,7 +208,7 @@ class OptimSection:
     kl_coef: float = 0.0
     entropy_coef: float = 0.0
     optimizer: str = "adamw"
-    lr: float = 5e-5
+    lr: float = 1e-4
     weight_decay: float = 0.0
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
@@ -214,8 +218,9 @@ class OptimSection:
     warmup_steps: int = 0
     max_grad_norm: float = 1.0
     ppo_epochs: int = 1
-    mini_batches: int = 1
+    mini_batches: int = 2
     micro_batch_size: int = 64
+    skip_zero_advantage: bool = True
 
 
 @dataclass
