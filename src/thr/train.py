@@ -241,6 +241,7 @@ class Trainer:
                 step_metrics: dict[str, float] = {}
                 kept = rows[active[rows]]
                 if kept.numel() == 0:  # zero gradient: the optimizer still steps, as it would without skipping
+                    # (a trainable parameter outside the graph would have had grad None, not 0; models have none)
                     for p in trainable:
                         p.grad = torch.zeros_like(p)
                     step_metrics = {"loss/policy": 0.0, "loss/total": 0.0}

@@ -194,8 +194,10 @@ class OptimSection:
         mini-batch); also the old-policy pass size, rounded to whole groups.
     skip_zero_advantage: skip the update's forward/backward for responses whose token
         advantages are all zero (groups with uniform rewards). Their gradient is exactly zero, so
-        the update is unchanged; the ratio and clip metrics then cover the updated responses
-        only. Ignored when ``kl_coef`` or ``entropy_coef`` > 0 (those terms act on every token).
+        the update is unchanged (for models without dropout: with dropout the kept responses
+        draw different masks); the ratio and clip metrics then cover the updated responses
+        only. Ignored when ``kl_coef`` or ``entropy_coef`` is non-zero (those terms act on every
+        token).
     """
 
     advantage: str = "grpo"
