@@ -1,5 +1,6 @@
 """Every YAML preset loads into TrainConfig and validates; the loader's override rules."""
 
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,6 @@ def test_paper_recipe_values():
 
 
 def test_embedded_preset_is_the_builtin_default():
-    from dataclasses import asdict
     cfg = load_config(TrainConfig, ["--config", str(Path(__file__).resolve().parents[1] / "configs/embedded.yaml")])
     assert asdict(cfg) == asdict(load_config(TrainConfig, []))
 

@@ -109,3 +109,10 @@ def test_claim_verdicts():
     runs = {"a": {0: {"greedy": 0.5}, 1: {"greedy": 0.6}}, "b": {0: {"greedy": 0.4}, 2: {"greedy": 0.1}}}
     d = aggregate.paired(runs, "a", "b", "greedy")
     assert d["n"] == 1 and math.isclose(d["mean"], 0.1)
+
+
+def test_aggregate_without_runs_keeps_recorded_results(tmp_path):
+    (tmp_path / "results.md").write_text("recorded\n")
+    with pytest.raises(FileNotFoundError, match="no finished runs"):
+        aggregate.aggregate(tmp_path, ["grpo"], [0])
+    assert (tmp_path / "results.md").read_text() == "recorded\n"

@@ -242,16 +242,16 @@ def plot(table: dict[str, dict], out: Path) -> list[str]:
 def aggregate(out: Path, methods: list[str], seeds: list[int]) -> str:
     """Build ``results.json``/``results.md`` (and figures) from whatever runs have finished."""
     runs = collect(out, methods, seeds)
+    if not runs:  # e.g. a clone, where runs/ is not kept: never overwrite recorded results with empty ones
+        raise FileNotFoundError(f"no finished runs under {out / 'runs'}: nothing to aggregate, "
+                                f"{out / 'results.md'} is left as it is")
     table = summarize(runs)
     settings_file = out / "settings.json"
     settings = json.loads(settings_file.read_text()) if settings_file.is_file() else {}
-    (out / "results.json").write_text(json.dumps({"settings": settings, "table": table, "runs": runs}, indent=1) + "\n")
-    md = markdown(table, settings)
     claims_md, claims = claims_markdown(runs)
-    md += claims_md
-    results = json.loads((out / "results.json").read_text())
-    results["claims"] = claims
+    results = {"settings": settings, "table": table, "runs": runs, "claims": claims}
     (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    md = markdown(table, settings) + claims_md
     figures = plot(table, out)
     if figures:
         md += "\n" + "\n".join(f"![{f}]({f})" for f in figures) + "\n"

@@ -240,12 +240,13 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 step_metrics: dict[str, float] = {}
                 kept = rows[active[rows]]
-                if kept.numel() == 0:  # zero gradient: the optimizer still steps, as it would without skipping
+                micro_batches = kept.split(o.micro_batch_size) if kept.numel() else ()
+                if not micro_batches:  # zero gradient: the optimizer still steps, as it would without skipping
                     # (a trainable parameter outside the graph would have had grad None, not 0; models have none)
                     for p in trainable:
                         p.grad = torch.zeros_like(p)
                     step_metrics = {"loss/policy": 0.0, "loss/total": 0.0}
-                for micro in kept.split(o.micro_batch_size) if kept.numel() else ():
+                for micro in micro_batches:
                     sub = batch.rows(micro)
                     t = sub.response_width
                     logits = policy_forward(self.model, sub)

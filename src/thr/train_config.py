@@ -189,7 +189,7 @@ class OptimSection:
     max_grad_norm: gradient clipping (0: off).
     ppo_epochs: passes over each rollout batch.
     mini_batches: optimizer steps per pass (the batch is split into this many mini-batches of
-        whole groups; the embedded default takes 2, so its second step is off-policy and clipped).
+        whole groups; with more than one, the later steps are off-policy and the clip can bind).
     micro_batch_size: sequences per forward/backward (gradient accumulation within a
         mini-batch); also the old-policy pass size, rounded to whole groups.
     skip_zero_advantage: skip the update's forward/backward for responses whose token
