@@ -16,6 +16,8 @@
 #   thr_cost_kept4g.jsonl   Qwen G8 T4096 with 4 GiB of kept positive probabilities (default 2 GiB)
 #   thr_approx.jsonl        restricted-vocabulary speed-up and error, plus bf16-vs-float64 error
 #   thr_cost_rest.jsonl     the rest of the full preset (G16, shorter T)
+#   network_thr.jsonl       network THR (thr.network_token_influence) against the old-policy forward,
+#                           bf16, up to a random-init Qwen2.5-1.5B shape at G8 x (256 + 1024) tokens
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT_DIR="${1:-${OUT:-bench_out}}"
@@ -71,4 +73,5 @@ step 60 thr_cost_tf32 "$PY" benchmarks/thr_cost.py --device cuda --preset full -
 step 45 thr_cost_kept4g "$PY" benchmarks/thr_cost.py --device cuda --preset full --cases 'qwen2.5-math-1.5b-G8-T4096$' --max-kept-gb 4 --no-logits --out "$OUT_DIR/thr_cost_kept4g.jsonl"
 step 90 thr_approx "$PY" benchmarks/thr_approx_error.py --device cuda --preset full --bf16 --bf16-case qwen2.5-math-1.5b,8,256,1536,151936 --repeats 3 --out "$OUT_DIR/thr_approx.jsonl"
 step 90 thr_cost_rest "$PY" benchmarks/thr_cost.py --device cuda --preset full --cases '(qwen|llama).*(G16|T(64|512|1024)$)' --repeats 2 --out "$OUT_DIR/thr_cost_rest.jsonl"
+step 150 network_thr "$PY" benchmarks/network_thr_cost.py --device cuda --dtype bfloat16 --cases embedded,small,qwen2.5-1.5b --groups 1 --repeats 3 --out "$OUT_DIR/network_thr.jsonl"
 echo "done: $OUT_DIR" >&2

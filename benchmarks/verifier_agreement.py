@@ -1,4 +1,5 @@
-"""Agreement between ``thr.verify`` and raw ``math_verify``, and the cost of a verify call.
+"""Agreement of ``thr.verify`` and of raw ``math_verify`` with the right verdict, and the
+cost of a verify call.
 
 Usage::
 
@@ -6,20 +7,27 @@ Usage::
 
 Prints one JSON object:
 
-- ``cases``: on the labelled case table of ``tests/test_verifier.py``, the accuracy of each
-  verifier against the labels, their agreement, and every case where they differ (with the
-  label, i.e. which one is right).
-- ``benchmarks``: per benchmark file, four kinds of pairs, each prediction rendered as
-  ``... \\boxed{PRED}``: ``self`` (the gold itself, should verify), ``cross`` (a neighbouring
-  different gold, should not), ``reformatted`` (a value-preserving rewrite of the gold:
+- ``machine``: CPU model, core count, load average before/after, Python and math-verify versions.
+- ``cases``: on the labelled case table ``tests/data/verifier_cases.jsonl`` (shared with
+  ``tests/test_verifier.py``), per class and in total: accuracy of each verifier against the
+  labels, false accepts / false rejects, the agreement between the two, and every case where
+  either is wrong.
+- ``benchmarks``: per file of ``src/thr/benchmark_data/``, five kinds of pairs: ``self`` (the
+  gold as ``... \\boxed{GOLD}``, should verify), ``unboxed`` (the gold in Minerva's sentence
+  ``The final answer is $GOLD$. I hope it is correct.``, should verify), ``cross`` (a
+  neighbouring different gold, should not), ``reformatted`` (a value-preserving rewrite:
   ``\\dfrac``, ``\\left(``, separators, ``.0``, reordered bare lists; should verify) and
-  ``perturbed`` (first digit changed; should not). Correct counts for both verifiers, agreement,
-  and the disagreements.
-- ``timing``: mean / median / p99 wall time of one ``thr.verify`` call on the case table and on
-  the benchmark pairs (warm worker), and the share of calls that reached the sympy worker.
+  ``perturbed`` (first digit changed; should not). Correct counts for both verifiers,
+  false accepts / rejects, agreement, and the disagreements.
+- ``timing``: per set, mean / median / p99 wall time of one call and verifications per second,
+  for ``thr.verify`` (warm worker, one thread) and raw ``math_verify``; the share of ``thr``
+  calls that reached the sympy worker; ``verify_batch`` throughput on the benchmark pairs (a
+  second pass: the workers' parse caches are warm, as for a gold shared by a GRPO group); and
+  ``thr.verify`` on 2000 responses in the built-in arithmetic task's format.
 
-"Raw math_verify" is its documented usage: ``verify(parse(gold), parse(response))`` where a
-bare gold is given as ``$GOLD$`` and a solution-style gold (``\\boxed``/``####``) as is.
+"Raw math_verify" is its documented usage with default settings:
+``verify(parse(gold), parse(response))`` where a bare gold is given as ``$GOLD$`` and a
+solution-style gold (``\\boxed``/``####``) as is.
 """
 
 from __future__ import annotations
@@ -79,10 +87,11 @@ def _timed_verify(response: str, gold: Any, times: list[float]) -> bool:
 
 
 def _timing(times: list[float]) -> dict[str, float]:
-    """Mean / median / p99 / max of a list of call times, in ms."""
+    """Mean / median / p99 / max of a list of call times, in ms, and calls per second."""
     ordered = sorted(times)
     return {
         "calls": len(times),
+        "per_second": round(len(times) / sum(times), 1) if sum(times) > 0 else 0.0,
         "mean_ms": round(1000 * statistics.fmean(times), 3),
         "median_ms": round(1000 * statistics.median(times), 3),
         "p99_ms": round(1000 * ordered[int(0.99 * (len(ordered) - 1))], 3),
@@ -90,71 +99,141 @@ def _timing(times: list[float]) -> dict[str, float]:
     }
 
 
-def run_cases(tests: ModuleType, times: list[float], raw_times: list[float]) -> dict[str, Any]:
-    """Both verifiers on the labelled case table."""
-    rows = []
-    for response, gold, expected, label in tests.CASES:
-        ours = _timed_verify(response, gold, times)
-        raw = _timed_raw(response, gold, raw_times)
-        rows.append((label, expected, ours, raw, response, gold))
-    differ = [
-        {
-            "label": lab, "expected": exp, "thr": o, "math_verify": r,
-            "right": "thr" if o == exp else "math_verify", "response": resp[-120:], "gold": str(g)[-120:],
-        }
-        for lab, exp, o, r, resp, g in rows
-        if o != r
-    ]
+def _score(rows: list[tuple[bool, bool, bool]]) -> dict[str, Any]:
+    """Accuracy, false accepts/rejects of both verifiers and their agreement; rows are
+    ``(expected, thr, math_verify)``."""
     n = len(rows)
+    if n == 0:
+        return {"n": 0}
     return {
         "n": n,
-        "thr_accuracy": round(sum(o == e for _, e, o, *_ in rows) / n, 4),
-        "math_verify_accuracy": round(sum(r == e for _, e, _, r, *_ in rows) / n, 4),
-        "agreement": round(sum(o == r for _, _, o, r, *_ in rows) / n, 4),
-        "false_accepts": {"thr": sum(o and not e for _, e, o, *_ in rows),
-                          "math_verify": sum(r and not e for _, e, _, r, *_ in rows)},
-        "false_rejects": {"thr": sum(e and not o for _, e, o, *_ in rows),
-                          "math_verify": sum(e and not r for _, e, _, r, *_ in rows)},
-        "disagreements": differ,
+        "accuracy": {"thr": round(sum(o == e for e, o, _ in rows) / n, 4),
+                     "math_verify": round(sum(r == e for e, _, r in rows) / n, 4)},
+        "correct": {"thr": sum(o == e for e, o, _ in rows), "math_verify": sum(r == e for e, _, r in rows)},
+        "false_accepts": {"thr": sum(o and not e for e, o, _ in rows),
+                          "math_verify": sum(r and not e for e, _, r in rows)},
+        "false_rejects": {"thr": sum(e and not o for e, o, _ in rows),
+                          "math_verify": sum(e and not r for e, _, r in rows)},
+        "agreement_thr_vs_math_verify": round(sum(o == r for _, o, r in rows) / n, 4),
     }
+
+
+def run_cases(tests: ModuleType, times: list[float], raw_times: list[float]) -> dict[str, Any]:
+    """Both verifiers on the labelled case table, per class and in total."""
+    per_class: dict[str, list[tuple[bool, bool, bool]]] = {}
+    wrong = []
+    for row in tests.load_cases():
+        response, gold, expected = row["response"], row["gold"], row["expected"]
+        ours = _timed_verify(response, gold, times)
+        raw = _timed_raw(response, gold, raw_times)
+        per_class.setdefault(row["class"], []).append((expected, ours, raw))
+        if ours != expected or raw != expected:
+            wrong.append({
+                "class": row["class"], "note": row["note"], "expected": expected, "thr": ours,
+                "math_verify": raw, "response": response[-120:], "gold": str(gold)[-120:],
+            })
+    everything = [r for rows in per_class.values() for r in rows]
+    new = [r for cls, rows in per_class.items() if cls != "core" for r in rows]
+    return {
+        "total": _score(everything),
+        "new_classes": _score(new),
+        "per_class": {cls: _score(rows) for cls, rows in sorted(per_class.items())},
+        "wrong": wrong,
+    }
+
+
+def unboxed(gold: str) -> str:
+    """The gold in Minerva's closing sentence (no box)."""
+    return f"Adding these up gives the result.\nThe final answer is ${gold}$. I hope it is correct."
 
 
 def run_benchmarks(
     tests: ModuleType, max_per_file: int, times: list[float], raw_times: list[float]
-) -> dict[str, Any]:
-    """Self pairs (should verify) and cross pairs (should not) from every benchmark file."""
+) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """Self/unboxed/reformatted pairs (should verify) and cross/perturbed pairs (should not)
+    from every benchmark file. Also returns every (response, gold) pair for the batch timing."""
     out: dict[str, Any] = {}
+    everything: list[tuple[str, str]] = []
     for name, golds in tests.load_benchmark_golds(max_per_file=max_per_file).items():
+        box = "Thus we get ... \\boxed{%s}"
         kinds = {
-            "self": [(g, g, True) for g in golds],
-            "cross": [(a, b, False) for a, b in tests.cross_pairs(golds)],
-            "reformatted": [(v, g, True) for g in golds if (v := tests.reformat_gold(g)) is not None],
-            "perturbed": [(v, g, False) for g in golds if (v := tests.perturb_gold(g)) is not None],
+            "self": [(box % g, g, True) for g in golds],
+            "unboxed": [(unboxed(g), g, True) for g in golds],
+            "cross": [(box % a, b, False) for a, b in tests.cross_pairs(golds)],
+            "reformatted": [(box % v, g, True) for g in golds if (v := tests.reformat_gold(g)) is not None],
+            "perturbed": [(box % v, g, False) for g in golds if (v := tests.perturb_gold(g)) is not None],
         }
-        pairs = [(a, b, e, kind) for kind, rows in kinds.items() for a, b, e in rows]
         stats: dict[str, Any] = {"pairs": {kind: len(rows) for kind, rows in kinds.items()}}
-        ok = {"thr": 0, "math_verify": 0}
+        rows_all: list[tuple[bool, bool, bool]] = []
+        per_kind: dict[str, Any] = {}
         differ = []
-        for a, b, expected, kind in pairs:
-            response = "Thus we get ... \\boxed{" + a + "}"
-            ours = _timed_verify(response, b, times)
-            raw = _timed_raw(response, b, raw_times)
-            ok["thr"] += ours == expected
-            ok["math_verify"] += raw == expected
-            if ours != raw:
-                differ.append({
-                    "kind": kind, "pred": a, "gold": b, "expected": expected, "thr": ours,
-                    "math_verify": raw, "right": "thr" if ours == expected else "math_verify",
-                })
-        stats["correct"] = {k: f"{v}/{len(pairs)}" for k, v in ok.items()}
-        stats["agreement"] = round(1 - len(differ) / len(pairs), 4) if pairs else 1.0
-        stats["disagreements"] = differ
+        for kind, rows in kinds.items():
+            scored = []
+            for response, gold, expected in rows:
+                ours = _timed_verify(response, gold, times)
+                raw = _timed_raw(response, gold, raw_times)
+                scored.append((expected, ours, raw))
+                everything.append((response, gold))
+                if ours != expected or raw != expected:
+                    differ.append({
+                        "kind": kind, "response": response[-100:], "gold": gold, "expected": expected,
+                        "thr": ours, "math_verify": raw,
+                    })
+            per_kind[kind] = {k: v for k, v in _score(scored).items() if k in ("correct", "n")}
+            rows_all += scored
+        stats.update(_score(rows_all))
+        stats["per_kind"] = per_kind
+        stats["wrong"] = differ
         out[name] = stats
+    return out, everything
+
+
+def arithmetic_responses(n: int = 2000, seed: int = 0) -> list[tuple[str, str, bool]]:
+    """Responses in the built-in arithmetic task's format (`` 9*5=45. 45-8=37. \\boxed{37}``),
+    half of them with a wrong final answer: the reward's common case."""
+    import random
+
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        a, b, c = rng.randint(2, 50), rng.randint(2, 50), rng.randint(2, 50)
+        ab = a * b if i % 3 == 0 else a + b
+        op = "*" if i % 3 == 0 else "+"
+        value = ab - c
+        shown = value if i % 2 == 0 else value + rng.choice((-1, 1))
+        out.append((f" {a}{op}{b}={ab}. {ab}-{c}={value}. \\boxed{{{shown}}}", str(value), i % 2 == 0))
     return out
+
+
+def _machine() -> dict[str, Any]:
+    """CPU model, cores, load, versions."""
+    import os
+    import platform
+
+    model = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        from importlib.metadata import version
+
+        mv_version = version("math-verify")
+    except Exception:  # noqa: BLE001
+        mv_version = "unknown"
+    return {
+        "cpu": model, "cores": os.cpu_count(), "python": platform.python_version(),
+        "math_verify": mv_version, "loadavg_start": [round(x, 2) for x in os.getloadavg()],
+    }
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run everything and print the JSON report."""
+    import os
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--max-per-file", type=int, default=300, help="golds sampled per benchmark file")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
@@ -162,8 +241,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     logging.disable(logging.WARNING)
     from thr import verifier
 
+    machine = _machine()
     tests = _load_tests()
     verifier.verify("\\boxed{x+1}", "1+x")  # start the worker outside the timings
+    raw_math_verify("$x+1$", "1+x")  # import math_verify outside the timings
     case_times: list[float] = []
     raw_case_times: list[float] = []
     calls0 = verifier._POOL.calls
@@ -172,23 +253,40 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     bench_times: list[float] = []
     raw_bench_times: list[float] = []
     calls0 = verifier._POOL.calls
-    benches = run_benchmarks(tests, args.max_per_file, bench_times, raw_bench_times)
+    benches, pairs = run_benchmarks(tests, args.max_per_file, bench_times, raw_bench_times)
     bench_worker = verifier._POOL.calls - calls0
+    start = time.perf_counter()
+    verifier.verify_batch([r for r, _ in pairs], [g for _, g in pairs])
+    batch_s = time.perf_counter() - start
+    arith_times: list[float] = []
+    arith_ok = [_timed_verify(r, g, arith_times) == e for r, g, e in arithmetic_responses()]
+    machine["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     report = {
+        "machine": machine,
         "cases": cases,
+        "benchmarks_total": {
+            k: {v: sum(b[k][v] for b in benches.values()) for v in ("thr", "math_verify")}
+            for k in ("correct", "false_accepts", "false_rejects")
+        } | {"n": sum(b["n"] for b in benches.values())},
         "benchmarks": benches,
         "timing": {
-            "cases": {**_timing(case_times), "worker_share": round(case_worker / len(case_times), 3)},
-            "benchmark_pairs": {**_timing(bench_times), "worker_share": round(bench_worker / len(bench_times), 3)},
-            "raw_math_verify_cases": _timing(raw_case_times),
-            "raw_math_verify_benchmark_pairs": _timing(raw_bench_times),
+            "thr_cases": {**_timing(case_times), "worker_share": round(case_worker / len(case_times), 3)},
+            "thr_benchmark_pairs": {**_timing(bench_times), "worker_share": round(bench_worker / len(bench_times), 3)},
+            "math_verify_cases": _timing(raw_case_times),
+            "math_verify_benchmark_pairs": _timing(raw_bench_times),
+            "thr_verify_batch_benchmark_pairs": {
+                "calls": len(pairs), "threads": verifier._POOL.max_workers, "seconds": round(batch_s, 2),
+                "per_second": round(len(pairs) / batch_s, 1),
+            },
+            "thr_arithmetic_task_format": {**_timing(arith_times), "correct": f"{sum(arith_ok)}/{len(arith_ok)}"},
             "worker_starts": verifier._POOL.starts,
         },
     }
     text = json.dumps(report, indent=1, ensure_ascii=False)
     print(text)
     if args.out is not None:
-        args.out.write_text(text)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
     return report
 
 

@@ -8,7 +8,7 @@ import torch
 # Tests run on CPU with deterministic small models; keep thread count stable for reproducibility.
 torch.set_num_threads(1)  # tiny models: one thread is faster than two fighting over 2 cores
 
-TINY_TASK = dict(ops="+-", min_operands=2, max_operands=2, max_value=12, n_sft_examples=150, n_test=50)
+TINY_TASK = dict(task="arith", ops="+-", min_operands=2, max_operands=2, max_value=12, n_sft_examples=150, n_test=50)
 
 
 def tiny_embedded_config():

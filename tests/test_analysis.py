@@ -218,12 +218,12 @@ def test_analyze_cli_writes_consistent_outputs(tiny_policy_dir, tmp_path, capsys
     from thr.analysis.analyze import cli_main
 
     out = tmp_path / "an"
-    rc = cli_main([f"--model={tiny_policy_dir}", "--data", "arith", "--group-size", "6", "--num-prompts", "6",
+    rc = cli_main([f"--model={tiny_policy_dir}", "--data", "arith", "--group-size", "6", "--num-prompts", "16",
                    "--max-new-tokens", "24", f"--output-dir={out}", "--progress=false", "--heatmap-groups=2"])
     assert rc == 0 and "dominant tokens" in capsys.readouterr().out
     summary = json.loads((out / "summary.json").read_text())
     records = [json.loads(line) for line in (out / "groups.jsonl").read_text().splitlines()]
-    assert len(records) == 6 and all(len(g["responses"]) == 6 for g in records)
+    assert len(records) == 16 and all(len(g["responses"]) == 6 for g in records)
     assert summary["groups"]["mixed"] >= 1, "precondition: the tiny policy must give mixed groups"
     for g in records:
         for r in g["responses"]:

@@ -29,6 +29,15 @@ def test_embedded_preset_is_the_builtin_default():
     assert asdict(cfg) == asdict(load_config(TrainConfig, []))
 
 
+def test_embedded_task_and_data_must_agree():
+    with pytest.raises(ValueError, match="data.train=columns but embedded.task=arith"):
+        load_config(TrainConfig, ["embedded.task=arith"])
+    with pytest.raises(ValueError, match=r"embedded\.\*: ops_per_problem, event_weights"):
+        load_config(TrainConfig, ["embedded.ops_per_problem=5"])
+    cfg = load_config(TrainConfig, ["embedded.task=arith", "data.train=arith", "data.eval=arith"])
+    assert cfg.embedded.task == "arith"
+
+
 def test_override_priority_and_forms(tmp_path):
     preset = tmp_path / "x.yaml"
     preset.write_text("thr:\n  p: 0.3\nsteps: 5\n")

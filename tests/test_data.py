@@ -170,3 +170,15 @@ def test_arith_source() -> None:
     problems = load_problems("arith", split="test", limit=4)
     assert len(problems) == 4 and all(p.source == "arith" and p.answer.isdigit() for p in problems)
     assert len({p.id for p in problems}) == 4
+
+
+def test_missing_field_hint_uses_the_callers_key(tmp_path: Path) -> None:
+    path = tmp_path / "rows.jsonl"
+    path.write_text('{"question": "1+1", "solution_text": "2"}\n')
+    with pytest.raises(ValueError, match=r"set answer_field=NAME"):
+        load_problems(str(path))
+    with pytest.raises(ValueError, match=r"set data\.answer_field=NAME"):
+        load_problems(str(path), key_prefix="data.")
+    path.write_text('{"text": "1+1", "answer": "2"}\n')
+    with pytest.raises(ValueError, match=r"set data\.problem_field=NAME"):
+        load_problems(str(path), key_prefix="data.")

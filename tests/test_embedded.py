@@ -14,13 +14,13 @@ from thr.embedded import (
     EmbeddedConfig,
     cache_key,
     default_cache_dir,
-    encode_sft,
     load_info,
-    lr_at,
     warm_start,
 )
+from thr.sft import encode_sft, lr_at
 
 TINY = EmbeddedConfig(
+    task="arith",
     hidden_size=32,
     num_layers=1,
     num_heads=2,
@@ -139,7 +139,11 @@ def test_config_validation_key_and_schedule(monkeypatch: pytest.MonkeyPatch, tmp
     with pytest.raises(ValueError, match="divisible"):
         EmbeddedConfig(hidden_size=30, num_heads=4).validate()
     with pytest.raises(ValueError, match="ops"):
-        EmbeddedConfig(ops="/").validate()
+        EmbeddedConfig(task="arith", ops="/").validate()
+    with pytest.raises(ValueError, match="event_weights"):
+        EmbeddedConfig(event_weights="1,x").validate()
+    with pytest.raises(ValueError, match="carry_slip"):
+        EmbeddedConfig(carry_slip=1.5).validate()
     with pytest.raises(ValueError, match="eval_problems"):
         EmbeddedConfig(n_test=10, eval_problems=20).validate()
     assert cache_key(TINY) == cache_key(dataclasses.replace(TINY))
@@ -154,7 +158,7 @@ def test_config_validation_key_and_schedule(monkeypatch: pytest.MonkeyPatch, tmp
 
 
 def test_stops_at_accuracy_target(monkeypatch: pytest.MonkeyPatch) -> None:
-    from thr import embedded
+    from thr import sft
     from thr.tiny import build_model, build_tokenizer
 
     seen: list[int] = []
@@ -163,10 +167,44 @@ def test_stops_at_accuracy_target(monkeypatch: pytest.MonkeyPatch) -> None:
         seen.append(len(problems))
         return 0.5 if len(seen) == 2 else 0.1
 
-    monkeypatch.setattr(embedded, "_val_accuracy", fake_accuracy)
+    monkeypatch.setattr(sft, "_val_accuracy", fake_accuracy)
     tok = build_tokenizer()
     model = build_model(tok, hidden_size=32, num_layers=1, num_heads=2)
     cfg = dataclasses.replace(TINY, target_val_accuracy=0.4)
-    out = embedded.sft_train(model, tok, cfg, progress=False)
+    out = sft.sft_train(model, tok, cfg, progress=False)
     assert out["steps"] == 30 and len(out["losses"]) == 30
     assert out["val"] == [[20, 0.1], [30, 0.5]] and seen == [8, 8]
+
+
+def test_columns_warm_start_reports_its_plateau_and_ships(tmp_path: Path, monkeypatch, capsys) -> None:
+    """A short columns warm start is far from its plateau and says so; exported with a manifest,
+    it is what warm_start returns for that recipe on an empty cache, until a file is altered."""
+    from thr import shipped
+
+    cfg = EmbeddedConfig(hidden_size=32, num_layers=1, num_heads=2, sft_steps=20, batch_size=8, warmup_steps=5,
+                         n_sft_examples=200, n_test=20, val_problems=16, eval_problems=4, eval_pass_problems=2,
+                         eval_pass_k=2, max_new_tokens=140)
+    path = warm_start(cfg, cache_dir=tmp_path / "cache", progress=False)
+    info = load_info(path)
+    report = info["eval"]["imitation"]
+    assert report["n_problems"] == 16 and 0 < report["floor_per_token"] < report["loss_per_token"]
+    assert report["excess_per_token"] > 0.05  # 20 steps: nowhere near the teacher's entropy floor
+    assert any("plateau" in w for w in info["warnings"]) and "plateau" in capsys.readouterr().err
+    root = tmp_path / "ship"
+    dest = shipped.export(path, command="test", root=root)
+    assert dest.name == path.name and shipped.shipped_path(path.name, root=root) == dest
+    monkeypatch.setattr(shipped, "SHIPPED_ROOT", root)
+    assert warm_start(cfg, cache_dir=tmp_path / "empty", progress=False) == dest  # no training
+    assert not (tmp_path / "empty" / path.name).exists()
+    assert warm_start(cfg, cache_dir=tmp_path / "cache", progress=False) == dest  # shipped beats a local copy
+    assert warm_start(dataclasses.replace(cfg, use_shipped=False), cache_dir=tmp_path / "cache", progress=False) == path
+    with pytest.raises(ValueError, match="already a shipped"):
+        shipped.export(dest, command="test", root=root)
+    (dest / "extra.txt").write_text("not in the manifest")
+    assert shipped.shipped_path(path.name, root=root) is None  # every file must be listed
+    (dest / "extra.txt").unlink()
+    assert shipped.shipped_path(path.name, root=root) == dest
+    with (dest / "model.safetensors").open("r+b") as f:
+        f.seek(100)
+        f.write(b"\x00\x01\x02")
+    assert shipped.shipped_path(path.name, root=root) is None

@@ -212,3 +212,45 @@ def test_cli_errors_and_help(capsys: Any) -> None:
     assert cli_main(["--help"]) == 0
     assert "--max_new_tokens" in capsys.readouterr().out
     assert EvalConfig().temperature == 1.0 and EvalConfig().prompt_template == "auto"
+
+
+def test_auto_template_is_the_saved_models_own(tiny_dir: Path, tmp_path: Path, monkeypatch: Any) -> None:
+    import shutil
+
+    import thr.evaluate
+
+    model = tmp_path / "final"
+    shutil.copytree(tiny_dir, model)
+    (model / "thr_prompt.json").write_text('{"prompt_template": "plain"}')  # as thr train writes it
+    used: list[str] = []
+    real = thr.evaluate.format_prompt
+    monkeypatch.setattr(thr.evaluate, "format_prompt", lambda tok, p, t: used.append(t) or real(tok, p, t))
+    out = tmp_path / "eval"
+    assert cli_main(["--model", str(model), "--benchmarks", "gsm8k", "--n", "0", "--limit", "2",
+                     "--max_new_tokens", "2", "--output_dir", str(out)]) == 0
+    assert used == ["plain", "plain"]
+    assert json.loads((out / "results.json").read_text())["prompt_template"] == "plain"
+    assert "prompt_template=plain" in (out / "results.md").read_text()
+    used.clear()
+    assert cli_main(["--model", str(model), "--benchmarks", "gsm8k", "--n", "0", "--limit", "1", "--max_new_tokens", "2",
+                     "--prompt_template", "boxed", "--output_dir", str(tmp_path / "boxed")]) == 0
+    assert used == ["boxed"]  # an explicit template wins
+
+
+def test_missing_local_model_path_says_so(tmp_path: Path, capsys: Any) -> None:
+    for name in ("/nonexistent", str(tmp_path / "nope"), "./final", "~/nope-thr-model", "runs/thr-default/final"):
+        assert cli_main(["--model", name, "--benchmarks", "gsm8k", "--output_dir", str(tmp_path / "o")]) == 2
+        err = capsys.readouterr().err
+        assert f"--model={name!r}: the path does not exist" in err and "Repo id" not in err, err
+    from thr.modeling import looks_like_local_path
+
+    assert not looks_like_local_path("Qwen/Qwen2.5-Math-1.5B") and not looks_like_local_path("gpt2")
+
+
+def test_terminal_table_states_units_and_overall() -> None:
+    from thr.eval_report import format_table
+
+    m = lambda acc: {"num_problems": 10, "greedy_accuracy": acc, "pass@1": acc, "truncated": 0.0}  # noqa: E731
+    text = format_table({"model": "x", "benchmarks": {"a": m(0.5), "b": m(0.25)}, "overall": m(0.375) | {"num_problems": 20}})
+    assert "in %" in text and "unweighted mean over the 2 benchmarks" in text
+    assert "unweighted" not in format_table({"model": "x", "benchmarks": {"a": m(0.5)}, "overall": m(0.5)})

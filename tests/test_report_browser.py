@@ -31,7 +31,7 @@ def run_dir(tiny_policy_dir, tmp_path_factory):
     cfg = load_config(TrainConfig, [
         f"output_dir={out}", f"model.name_or_path={tiny_policy_dir}", "steps=2", "seed=3",
         "rollout.prompts_per_step=4", "rollout.group_size=6", "rollout.max_new_tokens=24", "optim.lr=1e-3",
-        "data.prompt_template=plain", "eval.limit=6", "eval.n=2", "log.progress=false", "log.groups_every=1",
+        "data.prompt_template=plain", "data.train=arith", "data.eval=arith", "eval.limit=6", "eval.n=2", "log.progress=false", "log.groups_every=1",
         "log.groups_per_log=2", "save_every=0",
     ])
     cfg.embedded = tiny_embedded_config()

@@ -1,29 +1,38 @@
-"""Reward rules: verification, format bonus, truncation, and the arithmetic step check."""
+"""Reward rules: verification, format bonus, truncation, and the full check of arith solutions."""
+
+import functools
 
 import pytest
 
-from thr.rewards import arith_steps_valid, score_response
+from thr.rewards import score_response
+from thr.tasks.arith import check_solution
 
 
 @pytest.mark.parametrize(
-    "text, ok",
+    "text, problem, ok",
     [
-        (" 7+3=10. 10-5=5. 5+5=10. \\boxed{10}", True),
-        (" 7+3=11. 11-5=5. 5+5=10. \\boxed{10}", False),  # right answer through a wrong step
-        (" 7+3=10. 9-5=4. \\boxed{4}", False),  # chain broken: 9 is not the previous result
-        (" (4+2)*3: 4+2=6. 6*3=18. \\boxed{18}", True),
-        (" \\boxed{18}", False),  # no worked step at all
+        (" 7+3=10. 10-5=5. 5+5=10. \\boxed{10}", "Compute 7+3-5+5.", True),
+        (" 7+3=11. 11-5=5. 5+5=10. \\boxed{10}", "Compute 7+3-5+5.", False),  # right answer, wrong step
+        (" 7+3=10. 9-5=4. \\boxed{4}", "Compute 7+3-5.", False),  # chain broken: 9 is not the previous result
+        (" 4+2=6. 6*3=18. \\boxed{18}", "Compute (4+2)*3.", True),
+        (" 4+2=6. 6*3=18. \\boxed{18}", "Compute (4+2)*4.", False),  # not the problem's operand
+        (" 4+2=6. \\boxed{18}", "Compute (4+2)*3.", False),  # a step left out, box unrelated
+        (" 1+1=2. \\boxed{187}", "Compute (23+45)*3-17.", False),  # true but unrelated step
+        (" \\boxed{18}", "Compute (4+2)*3.", False),  # no worked step at all
+        (" 4+2=6. 6*3=18. \\boxed{18} \\boxed{18}", "Compute (4+2)*3.", False),  # two boxes
     ],
 )
-def test_arith_steps_valid(text, ok):
-    assert arith_steps_valid(text) is ok
+def test_arith_check_solution(text, problem, ok):
+    assert check_solution(text, problem) is ok
 
 
 def test_score_rules():
     good = " 2+3=5. \\boxed{5}"
     assert score_response(good, "5").reward == 1.0
-    assert score_response(" 2+3=6. \\boxed{5}", "5").correct  # answer-only by default
-    assert not score_response(" 2+3=6. \\boxed{5}", "5", check_steps=True).correct
+    assert score_response(" 2+3=6. \\boxed{5}", "5").correct  # answer-only without a checker
+    checker = functools.partial(check_solution, problem="Compute 2+3.")
+    assert score_response(good, "5", checker=checker).correct
+    assert not score_response(" 2+3=6. \\boxed{5}", "5", checker=checker).correct
     cut = score_response(good, "5", finish_reason="length")
     assert (cut.reward, cut.correct, cut.truncated) == (0.0, False, True)
     assert score_response(good, "5", finish_reason="length", truncated="verify").correct

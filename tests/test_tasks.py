@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from thr.tasks import ArithConfig, load_split, make_problem
+from thr.tasks.arith import ArithConfig, load_split, make_problem
 
 STEP = re.compile(r"^(\d+)([+\-*])(\d+)=(\d+)\.$")
 

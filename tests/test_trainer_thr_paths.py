@@ -22,7 +22,7 @@ def make_cfg(policy_dir, out, *overrides: str) -> TrainConfig:
     base = [
         f"output_dir={out}", f"model.name_or_path={policy_dir}", "steps=1", "seed=3", "rollout.temperature=0.9",
         "rollout.prompts_per_step=4", "rollout.group_size=8", "rollout.max_new_tokens=32", "rollout.batch_size=64",
-        "optim.micro_batch_size=12", "data.eval=", "data.prompt_template=plain", "log.progress=false", "save_every=0",
+        "optim.micro_batch_size=12", "data.train=arith", "data.eval=", "data.prompt_template=plain", "log.progress=false", "save_every=0",
     ]
     cfg = load_config(TrainConfig, base + list(overrides))
     cfg.embedded = tiny_embedded_config()

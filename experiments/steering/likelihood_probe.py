@@ -14,6 +14,10 @@ correct responses' summed log-likelihood. Two scopes: the LM head only (what THR
 exactly, so agreement there checks the implementation and the step's linearity) and the whole
 network (what training does: does the head-level theory carry over?).
 
+With ``--network`` the ``full`` scope is also predicted by whole-network THR
+(``thr.network_token_influence`` over every trainable parameter; rows ``full-network/...``):
+the first-order prediction of exactly the step that is taken (docs/network-thr.md).
+
     python experiments/steering/likelihood_probe.py --out experiments/steering/results/probe
 """
 
@@ -57,8 +61,24 @@ def positive_loglik(model, sub, positive: torch.Tensor, temperature: float) -> t
     return (logp * sub.response_mask)[positive].sum()
 
 
-def probe_group(model, sub, adv, thr, positive, sets, lr, head, temperature: float = 1.0) -> list[dict]:
-    """One SGD step per (token set, scope) from the same weights; the actual vs predicted change."""
+def network_thr(model, sub, adv, positive, temperature: float) -> torch.Tensor:
+    """``A_j * s_{j,k}`` with ``s`` over every trainable parameter (``thr.network_token_influence``), ``[G, t]``."""
+    from thr.core import network_token_influence
+
+    P = sub.prompt_width
+    response = torch.zeros(sub.attention_mask.shape, dtype=torch.bool, device=sub.attention_mask.device)
+    response[:, P:] = sub.response_mask
+    s = network_token_influence(model, sub.input_ids, sub.attention_mask, response, positive,
+                                group_size=positive.shape[0], temperature=temperature)[:, P:]
+    return adv[:, None].to(s.dtype) * s
+
+
+def probe_group(model, sub, adv, thr, positive, sets, lr, head, temperature: float = 1.0,
+                thr_network: torch.Tensor | None = None) -> list[dict]:
+    """One SGD step per (token set, scope) from the same weights; the actual vs predicted change.
+
+    ``thr_network``: the whole-network THR of the group; its prediction for the ``full`` scope is
+    logged beside the head's as ``predicted_network``."""
     from thr.core import selective_log_softmax
     from thr.rollout import policy_forward
 
@@ -83,12 +103,15 @@ def probe_group(model, sub, adv, thr, positive, sets, lr, head, temperature: flo
                 after = float(positive_loglik(model, sub, positive, temperature))
                 for p, s in zip(params["full"], saved):
                     p.copy_(s)
-            rows.append({"subset": name, "scope": scope, "tokens": int(sel.sum()), "predicted": predicted,
-                         "actual": after - before})
+            row = {"subset": name, "scope": scope, "tokens": int(sel.sum()), "predicted": predicted,
+                   "actual": after - before}
+            if thr_network is not None and scope == "full":
+                row["predicted_network"] = lr * float((thr_network * sel).sum()) / n_tok
+            rows.append(row)
     return rows
 
 
-def run_seed(seed: int, batches: int, lr: float, extra: list[str]) -> list[dict]:
+def run_seed(seed: int, batches: int, lr: float, extra: list[str], network: bool = False) -> list[dict]:
     from thr.config import load_config
     from thr.core import group_advantages, influence_threshold
     from thr.modeling import output_embeddings
@@ -124,8 +147,9 @@ def run_seed(seed: int, batches: int, lr: float, extra: list[str]) -> list[dict]
             sub = batch.rows(rows)
             t = sub.response_width
             sets = token_sets(thr[rows, :t], dominant[rows, :t], sub.response_mask, gen)
+            thr_net = network_thr(tr.model, sub, adv[rows], correct[rows], cfg.rollout.temperature) if network else None
             for r in probe_group(tr.model, sub, adv[rows], thr[rows, :t], correct[rows], sets, lr, head,
-                                 cfg.rollout.temperature):
+                                 cfg.rollout.temperature, thr_net):
                 out.append({"seed": seed, "batch": b, "group": g, **r})
     return out
 
@@ -148,6 +172,14 @@ def summarize(rows: list[dict]) -> dict:
                 "frac_actual_positive": sum(a > 0 for a in act) / len(sel), "sign_agreement": agree,
                 "pearson": _nan_if_none(pearson(pred, act)), "spearman": _nan_if_none(spearman(pred, act)),
             }
+            if all("predicted_network" in r for r in sel):  # --network: whole-network THR's prediction
+                net = [r["predicted_network"] for r in sel]
+                table[f"{scope}-network/{name}"] = {
+                    "groups": len(sel), "actual": mean_ci(act), "predicted": mean_ci(net),
+                    "frac_actual_positive": sum(a > 0 for a in act) / len(sel),
+                    "sign_agreement": sum((a > 0) == (p > 0) for a, p in zip(act, net)) / len(sel),
+                    "pearson": _nan_if_none(pearson(net, act)), "spearman": _nan_if_none(spearman(net, act)),
+                }
     return table
 
 
@@ -188,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batches", type=int, default=6, help="rollout batches per seed (16 groups of 8 each)")
     ap.add_argument("--lr", type=float, default=0.005, help="SGD step size of the probe step")
     ap.add_argument("--summarize-only", action="store_true", help="rebuild the tables from OUT/probe.jsonl")
+    ap.add_argument("--network", action="store_true",
+                    help="also predict the full-scope change with whole-network THR (rows 'full-network')")
     ap.add_argument("overrides", nargs="*", help="thr train overrides (e.g. embedded.arch=llama)")
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -198,11 +232,12 @@ def main(argv: list[str] | None = None) -> int:
     else:
         rows = []
         for seed in [int(s) for s in a.seeds.split(",")]:
-            rows += run_seed(seed, a.batches, a.lr, a.overrides)
+            rows += run_seed(seed, a.batches, a.lr, a.overrides, a.network)
         with open(out / "probe.jsonl", "w") as f:
             for r in rows:
                 f.write(json.dumps(r) + "\n")
-    settings = {"seeds": a.seeds, "batches": a.batches, "lr": a.lr, "overrides": a.overrides}
+    settings = {"seeds": a.seeds, "batches": a.batches, "lr": a.lr, "overrides": a.overrides,
+                **({"network": True} if a.network else {})}
     if a.summarize_only and (out / "probe_summary.json").is_file():  # keep what the rows were made with
         settings = json.loads((out / "probe_summary.json").read_text())["settings"]
     table, contrasts = summarize(rows), paired_contrasts(rows)

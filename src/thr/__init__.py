@@ -13,6 +13,7 @@ __version__ = "0.1.0"
 from .core import (  # noqa: E402  (torch only)
     group_advantages,
     influence_threshold,
+    network_token_influence,
     policy_loss,
     steered_advantages,
     thr_token_advantages,

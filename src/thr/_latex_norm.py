@@ -1,5 +1,5 @@
-"""Helpers for the math verifier: answer extraction, LaTeX normalisation, exact numbers, and
-the sympy-side guards that run inside the verifier's worker process.
+"""Helpers for the math verifier: LaTeX normalisation, exact numbers, and the sympy-side guards
+that run inside the verifier's worker process (answer extraction: :mod:`thr._answer_extract`).
 
 Everything up to the "sympy-side guards" section is pure ``re``/``fractions`` code with bounded
 work per call, safe to run in-process on every completion (no sympy, no risk of hanging). The
@@ -13,134 +13,7 @@ import re
 from fractions import Fraction
 from typing import Any
 
-# ----------------------------------------------------------------------------- extraction
-
-_BOX_RE = re.compile(r"\\(?:boxed|fbox)\b")
-_SPECIAL_TOKEN_RE = re.compile(r"<\|[a-z_]{1,30}\|>|</s>|<eos>|<end_of_turn>")
-_THINK_OPEN = "<think>"
-_THINK_CLOSE = "</think>"
-_MAX_ANSWER_CHARS = 2000
-
-
-def _match_braces(text: str, start: int) -> int | None:
-    """Index just past the ``}`` closing the ``{`` at ``text[start]``; None when unbalanced."""
-    depth = 0
-    i = start
-    n = len(text)
-    while i < n:
-        c = text[i]
-        if c == "\\":  # skip escaped char, e.g. \{ or \}
-            i += 2
-            continue
-        if c == "{":
-            depth += 1
-        elif c == "}":
-            depth -= 1
-            if depth == 0:
-                return i + 1
-        i += 1
-    return None
-
-
-def last_boxed(text: str) -> tuple[bool, str | None]:
-    """Content of the last ``\\boxed{...}`` / ``\\fbox{...}`` in ``text``.
-
-    Returns ``(found, content)``: ``found`` is True when a box command occurs at all; ``content``
-    is None when the last box is truncated (unbalanced braces) or empty. ``\\boxed 5`` (no
-    braces) yields the following token.
-    """
-    matches = list(_BOX_RE.finditer(text))
-    if not matches:
-        return False, None
-    m = matches[-1]
-    i = m.end()
-    while i < len(text) and text[i] in " \t":
-        i += 1
-    if i < len(text) and text[i] == "{":
-        end = _match_braces(text, i)
-        if end is None:
-            return True, None
-        content = text[i + 1 : end - 1].strip()
-        return True, (content or None)
-    tok = re.match(r"[^\s$\\]+|\\[a-zA-Z]+(?:\{[^{}]*\})*", text[i:])
-    if not tok or m.end() == i and not text[m.end() : m.end() + 1].isspace():
-        return True, None
-    return True, tok.group(0).rstrip(".,;") or None
-
-
-_ANSWER_IS_RE = re.compile(
-    r"(?:final\s+answer|the\s+answer|answer)\s*(?:is|:)\s*:?\s*", re.IGNORECASE
-)
-_MATH_OPEN = (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"))
-
-
-def _answer_after_phrase(text: str) -> str | None:
-    """Answer following the last "answer is" / "final answer:" phrase, up to the sentence end."""
-    matches = list(_ANSWER_IS_RE.finditer(text))
-    if not matches:
-        return None
-    rest = text[matches[-1].end() :].split("\n", 1)[0].strip()
-    rest = rest.replace("**", "").strip()
-    for open_, close in _MATH_OPEN:
-        if rest.startswith(open_):
-            end = rest.find(close, len(open_))
-            if end < 0:
-                return None
-            inner = rest[len(open_) : end].strip()
-            return inner or None
-    rest = re.split(r"\.\s+I hope|\.(?:\s|$)|;\s|,\s+(?=[A-Za-z]{3,})", rest, maxsplit=1)[0]
-    rest = rest.strip().rstrip(".").strip()
-    if not rest or len(rest) > 200:
-        return None
-    return rest
-
-
-_GSM_RE = re.compile(r"####\s*([^\n]+)")
-_LAST_LINE_NUM_RE = re.compile(r"^[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?$|^[-+]?\\frac\{\d+\}\{\d+\}$")
-
-
-def _final_line_number(text: str) -> str | None:
-    """Last resort: the final non-empty line, when it is nothing but a number (or ``\\frac``)."""
-    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
-    if not lines:
-        return None
-    last = lines[-1]
-    for open_, close in _MATH_OPEN:
-        if last.startswith(open_) and last.endswith(close) and len(last) > len(open_) + len(close):
-            last = last[len(open_) : -len(close)].strip()
-            break
-    last = last.rstrip(".").strip()
-    return last if _LAST_LINE_NUM_RE.match(last) else None
-
-
-def answer_region(response: str) -> str | None:
-    """The part of a completion that may hold its final answer (think-trace rule).
-
-    After the last ``</think>`` when the trace is closed; None when a ``<think>`` is opened and
-    never closed (the completion was cut off mid-thought); else the whole text.
-    """
-    response = _SPECIAL_TOKEN_RE.sub("", response)
-    if _THINK_CLOSE in response:
-        return response.rsplit(_THINK_CLOSE, 1)[1]
-    if _THINK_OPEN in response:
-        return None
-    return response
-
-
-def extract_from_text(text: str) -> str | None:
-    """Extraction order on one region: last box, "answer is" phrase, ``####``, final number line."""
-    found, boxed = last_boxed(text)
-    if found:
-        return boxed  # a truncated last box means no answer, never an earlier box
-    phrase = _answer_after_phrase(text)
-    if phrase is not None:
-        found, inner = last_boxed(phrase)
-        return inner if found else phrase
-    gsm = _GSM_RE.findall(text)
-    if gsm:
-        return gsm[-1].strip() or None
-    return _final_line_number(text)
-
+from thr._answer_extract import _MATH_OPEN, _MAX_ANSWER_CHARS
 
 # ----------------------------------------------------------------------------- normalisation
 
@@ -149,7 +22,10 @@ _REMOVE_TOKENS = (
     "\\Bigl", "\\Bigr", "\\big", "\\Big", "\\limits",
 )
 _DEGREE_RE = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|°|\\degree|\^\s*\{\s*\\text\{\s*o\s*\}\s*\}")
-_TEXT_CMD_RE = re.compile(r"\\(?:text|textbf|textit|mbox|mathrm|mathbf|textnormal|operatorname)\s*\{([^{}]*)\}")
+_TEXT_CMD_RE = re.compile(
+    r"\\(?:text|textbf|textit|textrm|textsf|texttt|textup|mbox|hbox|mathrm|mathbf|mathit|mathsf|mathtt|textnormal|operatorname)"
+    r"\s*\{([^{}]*)\}"
+)
 _SHORT_UNITS = (
     "cm|mm|km|m|nm|um|g|kg|mg|s|ms|h|hr|hrs|min|L|mL|ml|ft|in|yd|mi|lb|lbs|oz|mph|Hz|kHz|MHz|GHz|J|kJ|"
     "W|kW|V|A|N|Pa|kPa|K|eV|keV|MeV|GeV|mol|AU|pc|cal|kcal"
@@ -157,13 +33,24 @@ _SHORT_UNITS = (
 _UNIT_WORD_RE = re.compile(
     r"^(?P<num>[-+]?(?:\d[\d,]*)?\.?\d+)\s+(?:(?:[a-z]{3,}|(?:" + _SHORT_UNITS + r"))(?:\^\{?[23]\}?)?\.?\s*)+$"
 )
-_THOUSANDS_RE = re.compile(r"^[-+]?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
+_THOUSANDS_RE = re.compile(r"^[-+]?[1-9]\d{0,2}(?:,\d{3})+(?:\.\d+)?$")
 _FRAC_SHORT_RE = re.compile(r"\\frac\s*(\d)\s*(\d)")
 _FRAC_HALF_SHORT_RE = re.compile(r"\\frac\s*\{([^{}]*)\}\s*(\d)")
 _SQRT_SHORT_RE = re.compile(r"\\sqrt\s*(\d|[a-zA-Z])")
 _FRAC_FIRST_SHORT_RE = re.compile(r"\\frac\s*(\d)\s*\{")
 _WS_RE = re.compile(r"(\\[a-zA-Z]+)\s+(?=[a-zA-Z])|\s+")
-_ASSIGN_RE = re.compile(r"^\s*([a-zA-Z](?:_\{?\w+\}?)?|\\[a-zA-Z]+)\s*(?:=|\\in(?![a-zA-Z]))\s*(?P<rhs>[^=<>]+)$")
+_ASSIGN_RE = re.compile(
+    r"^\s*([a-zA-Z](?:_\{?\w+\}?)?|\\[a-zA-Z]+|\((?:[a-zA-Z],)+[a-zA-Z]\))\s*(?:=|\\in(?![a-zA-Z]))\s*(?P<rhs>[^=<>]+)$"
+)
+
+
+_SPAN_UNIT_RE = re.compile(r"^\$([^$]{1,60})\$\s*([a-z][a-z ]{1,30})$")
+_UNICODE_MATH = (
+    ("\u2212", "-"), ("\u00d7", "\\times "), ("\u00b7", "\\cdot "), ("\u22c5", "\\cdot "), ("\u00f7", "\\div "),
+    ("\u03c0", "\\pi "), ("\u221e", "\\infty "), ("\u2264", "\\le "), ("\u2265", "\\ge "), ("\u2260", "\\ne "),
+    ("\u221a", "\\sqrt"), ("\u00bd", "\\frac{1}{2}"), ("\u00bc", "\\frac{1}{4}"), ("\u00be", "\\frac{3}{4}"),
+)
+_CURRENCY_RE = re.compile(r"^\s*(?:€|£|¥|\\euro|\\pounds|(?:US|CA|AU)?\\?\$|USD|EUR|GBP|Rs\.?)\s*(?=[-+.\d])|(?<=\d)\s*(?:€|£|USD|EUR|GBP)\s*$")
 
 
 def _unwrap_text(s: str) -> str:
@@ -178,11 +65,88 @@ def _unwrap_text(s: str) -> str:
 
 def _strip_units(s: str) -> str:
     """Drop a trailing ``\\text{unit}`` after a number, and plain unit words (``10 cm``)."""
-    s = re.sub(r"(?<=[\d}])\s*\\(?:text|mbox|mathrm)\s*\{\s*[a-zA-Z][a-zA-Z .\^\d]*\}\s*(\^\s*\{?\d\}?)?$", "", s)
+    s = re.sub(
+        r"(?<=[\d}])\s*\\(?:text|textbf|textnormal|textrm|textit|mbox|mathrm)\s*"
+        r"\{\s*[a-zA-Z][a-zA-Z .\^\d/]*\}\s*(\^\s*\{?\d\}?)?$",
+        "",
+        s,
+    )
+    s = re.sub(r"(?<=\d)\s?[a-zA-Z]{1,3}[²³]$", "", s)  # "12 m²"
     m = _UNIT_WORD_RE.match(s)
     if m:
         return m.group("num")
     return s
+
+
+_UNIT_NUM_RE = re.compile(
+    r"^(?P<num>[-+]?(?:\d[\d,]*\.?\d*|\.\d+)(?:\s*(?:\\times|\\cdot)\s*10\^\{?[-+]?\d+\}?)?)\s*(?P<unit>.+)$"
+)
+_UNIT_TEXT_RE = re.compile(r"(?:[A-Za-z]+|\^\{?-?\d\}?|/|\s|\\cdot|\.|\(|\))+")
+_UNIT_SYNONYMS = {
+    "meter": "m", "metre": "m", "centimeter": "cm", "centimetre": "cm", "millimeter": "mm",
+    "millimetre": "mm", "kilometer": "km", "kilometre": "km", "second": "s", "sec": "s",
+    "minute": "min", "mins": "min", "hour": "h", "hr": "h", "hrs": "h", "gram": "g", "kilogram": "kg",
+    "liter": "L", "litre": "L", "l": "L", "milliliter": "mL", "millilitre": "mL", "ml": "mL",
+    "foot": "ft", "feet": "ft", "inch": "in", "inches": "in", "yard": "yd", "mile": "mi",
+    "pound": "lb", "lbs": "lb", "dollar": "usd", "usd": "usd", "buck": "usd", "cent": "cent",
+    "euro": "eur", "degree": "deg", "percent": "%", "percentage": "%", "pct": "%", "unit": "unit",
+}
+
+
+def _unit_word(w: str) -> str:
+    """Canonical spelling of one unit word (plural and long forms folded)."""
+    low = w.lower()
+    if low in _UNIT_SYNONYMS:
+        return _UNIT_SYNONYMS[low]
+    if len(w) > 3 and low.endswith("s") and low[:-1] in _UNIT_SYNONYMS:
+        return _UNIT_SYNONYMS[low[:-1]]
+    if len(w) > 3:
+        return low[:-1] if low.endswith("s") and not low.endswith("ss") else low
+    return w
+
+
+def unit_of(raw: str) -> str | None:
+    """Canonical unit written after a number (``10\\text{ cm}^2`` -> ``cm^2``, ``\\$5`` ->
+    ``usd``, ``90^\\circ`` -> ``deg``, ``5 meters`` -> ``m``); None when the answer is not a
+    number with a unit. Used to reject two answers with the same number in different units."""
+    s = str(raw).strip()
+    if not s or len(s) > 200:
+        return None
+    m = _SPAN_UNIT_RE.match(s)
+    if m:  # "$125$ miles" is 125 miles, not dollars
+        s = m.group(1).strip() + " " + m.group(2)
+    s = s.replace("²", "^2").replace("³", "^3")
+    for open_, close in _MATH_OPEN:
+        if s.startswith(open_) and s.endswith(close) and len(s) >= len(open_) + len(close):
+            s = s[len(open_) : len(s) - len(close)].strip()
+    for tok in _REMOVE_TOKENS:
+        s = s.replace(tok, " ")
+    s = s.replace("{,}", ",").replace("~", " ").replace("\\ ", " ")
+    s = _unwrap_text(s).strip().rstrip(".").strip()
+    if re.match(r"^(?:\\\$|\$|US\$|USD)\s*[-+.\d]", s):
+        return "usd"
+    if re.match(r"^(?:€|\\euro|EUR)\s*[-+.\d]", s):
+        return "eur"
+    m = _UNIT_NUM_RE.match(s)
+    if not m:
+        return None
+    unit = m.group("unit").strip()
+    if not re.match(r"[A-Za-z]", unit) and not _DEGREE_RE.fullmatch(unit) and unit not in ("\\%", "%"):
+        return None
+    if re.match(r"[A-Za-z]", s[m.end("num") : m.end("num") + 1]) and not re.search(r"\\(?:text|mbox|mathrm)", raw):
+        return None  # "2x": a coefficient and a variable, not a unit
+    if _DEGREE_RE.fullmatch(unit):
+        return "deg"
+    if unit in ("\\%", "%"):
+        return "%"
+    if not _UNIT_TEXT_RE.fullmatch(unit) or re.search(r"\b(?:and|or)\b", unit) or not re.search(r"[A-Za-z]", unit):
+        return None
+    unit = re.sub(r"\^\{?(-?\d)\}?", r"^\1", unit).replace("\\cdot", "*")
+    unit = re.sub(r"\bsquare\s+([A-Za-z]+)", r"\1^2", unit)
+    unit = re.sub(r"\bcubic\s+([A-Za-z]+)", r"\1^3", unit)
+    unit = re.sub(r"\bsq\.?\s+([A-Za-z]+)", r"\1^2", unit)
+    unit = re.sub(r"[A-Za-z]+", lambda w: _unit_word(w.group()), unit)
+    return re.sub(r"\s+", "", unit) or None
 
 
 def split_assignment(s: str) -> tuple[str | None, str]:
@@ -202,15 +166,28 @@ def normalize_core(s: str) -> str:
         if s.startswith(open_) and s.endswith(close) and len(s) >= len(open_) + len(close):
             s = s[len(open_) : len(s) - len(close)].strip()
     s = s.replace("\n", " ").rstrip(".").strip()
+    m = _SPAN_UNIT_RE.match(s)
+    if m:  # "$125$ miles": a math span and a unit word
+        s = m.group(1).strip() + " " + m.group(2)
+    s = re.sub(r"(?<=\d),\\!\s*(?=\d{3})", ",", s)  # "11,\\! 111": a LaTeX thousands separator
+    for uni, tex in _UNICODE_MATH:
+        if uni in s:
+            s = s.replace(uni, tex)
     for tok in _REMOVE_TOKENS:
         s = re.sub(r"(?<!\\)" + re.escape(tok) + r"(?![a-zA-Z])", "", s)
     s = re.sub(r"(?<!\\)\\ ", " ", s).replace("~", " ").replace("{,}", ",").replace("**", "^")
     s = re.sub(r"\\(?:d|t|c)frac", r"\\frac", s)
     s = _DEGREE_RE.sub("", s)
+    s = re.sub(r"(?<=\d)\s*(?:percent(?:age)?|pct)\b", "%", s)
     s = s.replace("\\%", "").replace("%", "").replace("\\$", "").replace("$", "")
+    s = _CURRENCY_RE.sub("", s)
     s = _strip_units(s.strip())
     s = _unwrap_text(s).strip()
+    s = _strip_units(s)  # "\\text{12 cm}" is "12 cm" once unwrapped
+    s = re.sub(r"\s*\\(?:lor|vee)\s*", " or ", s)
     s = re.sub(r"^(?:\\approx|\\sim|≈|about|approximately)\s*", "", s)
+    s = re.sub(r"^([a-zA-Z])\s*(?:\\approx|≈)\s*(?=[-+.\d])", r"\1=", s)  # "x \\approx 11": x = 11
+    s = re.sub(r"(?<=[)\]])\s*or\s*(?=[(\[])", ",", s)  # "(11,7)or(7,11)"
     s = re.sub(r"\s*,?\s+(?:and|or)\s+", ",", s)  # "2 and -2", "1, 2, and 3" -> comma lists
     s = _FRAC_SHORT_RE.sub(r"\\frac{\1}{\2}", s)
     s = _FRAC_HALF_SHORT_RE.sub(r"\\frac{\1}{\2}", s)
@@ -220,8 +197,12 @@ def normalize_core(s: str) -> str:
     if _THOUSANDS_RE.match(s):
         s = s.replace(",", "")
     s = _WS_RE.sub(lambda m: m.group(1) + " " if m.group(1) else "", s)
+    if ";" in s and "," not in s:  # "(1; 2)", "x=1; x=2": semicolons as separators
+        s = s.replace(";", ",")
     s = re.sub(r"^([-+]?)0+(?=\d)", r"\1", s)
     s = re.sub(r"^\(([A-Z])\)$", r"\1", s)  # multiple-choice "(C)" -> "C"
+    if re.fullmatch(r"\{[^{}]*,[^{}]*\}", s):  # "{1,2,3}" written without backslashes: a set
+        s = "\\{" + s[1:-1] + "\\}"
     if s.startswith("+"):
         s = s[1:]
     return _expand_pm(s)
@@ -229,8 +210,13 @@ def normalize_core(s: str) -> str:
 
 def _expand_pm(s: str) -> str:
     """``a\\pm b`` -> ``a+b,a-b`` (a bare list) when ``\\pm`` occurs once and no comma is present."""
-    if s.count("\\pm") != 1 or "," in s or "\\mp" in s or "=" in s:
+    if s.count("\\pm") != 1 or "," in s or "\\mp" in s:
         return s
+    if "=" in s:  # "x = \\pm 3" -> "x=3,-3"
+        lhs, rhs = split_assignment(s)
+        if lhs is None or "=" in rhs:
+            return s
+        return f"{lhs}={_expand_pm(rhs)}"
     pre, post = s.split("\\pm")
     if not post:
         return s

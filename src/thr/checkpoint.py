@@ -1,8 +1,8 @@
 """Atomic checkpoints that resume training exactly.
 
 A checkpoint is a directory ``checkpoints/step-000020`` holding the policy and tokenizer
-(``save_pretrained``, loadable like any model; for LoRA runs the adapter) and
-``trainer_state.pt`` (optimizer, LR schedule, step, RNG states, base metrics). It is written to a
+(``save_pretrained``, loadable like any model; for LoRA runs the adapter), ``thr_prompt.json``
+(the prompt template it was trained with) and ``trainer_state.pt`` (optimizer, LR schedule, step, RNG states, base metrics). It is written to a
 hidden temporary directory beside it and renamed into place only when complete, so a kill never
 leaves a half-written checkpoint where a resume would look.
 """
@@ -23,8 +23,14 @@ def is_peft(model: Any) -> bool:
     return hasattr(model, "peft_config")
 
 
-def save_model_atomic(model: Any, tokenizer: Any, final: Path, state: dict[str, Any] | None = None) -> Path:
-    """Write model + tokenizer (+ trainer state) to ``final`` atomically; returns ``final``."""
+def save_model_atomic(model: Any, tokenizer: Any, final: Path, state: dict[str, Any] | None = None,
+                      prompt: dict[str, Any] | None = None) -> Path:
+    """Write model + tokenizer (+ trainer state) to ``final`` atomically; returns ``final``.
+
+    ``prompt`` (``template``, optional ``task``) is written as ``thr_prompt.json``
+    (:func:`thr.prompts.save_prompt_info`), so that ``prompt_template=auto`` finds how the saved
+    model was trained to be prompted.
+    """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.parent / f".tmp-{final.name}-{os.getpid()}"
@@ -34,6 +40,10 @@ def save_model_atomic(model: Any, tokenizer: Any, final: Path, state: dict[str, 
     tokenizer.save_pretrained(tmp)
     if state is not None:
         torch.save(state, tmp / STATE_FILE)
+    if prompt is not None:
+        from thr.prompts import save_prompt_info
+
+        save_prompt_info(tmp, **prompt)
     if final.exists():
         old = final.parent / f".old-{final.name}-{os.getpid()}"
         final.rename(old)

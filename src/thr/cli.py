@@ -10,10 +10,11 @@ COMMANDS = {
     "eval": ("thr.evaluate", "greedy accuracy and Pass@K on math benchmarks"),
     "analyze": ("thr.analysis.analyze", "THR of sampled groups: paper-style figures, token heat maps, summary.json"),
     "report": ("thr.analysis.report", "self-contained HTML report of a thr train run"),
+    "warm-start": ("thr.embedded", "train, cache or export the embedded model's warm start"),
 }
 
 USAGE = "usage: thr COMMAND [options]\n\ncommands:\n" + "\n".join(
-    f"  {name:<8} {desc}" for name, (_, desc) in COMMANDS.items()
+    f"  {name:<10} {desc}" for name, (_, desc) in COMMANDS.items()
 ) + "\n\nRun `thr COMMAND --help` for the options of one command."
 
 
@@ -29,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(COMMANDS[name][0])
     try:
         return int(module.cli_main(rest) or 0)
-    except ValueError as err:  # bad config or input: one clear line, no traceback
+    except (ValueError, FileNotFoundError) as err:  # bad config or input: one clear line, no traceback
         print(f"thr {name}: error: {err}", file=sys.stderr)
         return 2
 

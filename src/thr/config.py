@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import inspect
+import re
 import types
 import typing
 from pathlib import Path
@@ -205,3 +207,75 @@ def dump_yaml(cfg: Any, path: str | Path) -> None:
     import yaml
 
     Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+# ----------------------------------------------------------------------------- --help from the docstrings
+
+_DOC_ENTRY = re.compile(r"^\s*([A-Za-z_]\w*(?:\s*,\s*[A-Za-z_]\w*)*)\s*:(?:\s+(.*))?$")
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """``{field: doc}`` parsed from the docstring of dataclass ``cls``.
+
+    The docstring documents fields as ``name: text`` lines (after an optional ``Attributes:``
+    line), ``a, b: text`` for several fields at once, with continuation lines below. Each doc is
+    returned on one line, with RST double backticks removed.
+    """
+    names = {f.name for f in dataclasses.fields(cls)}
+    lines = inspect.cleandoc(cls.__doc__ or "").splitlines()
+    start = next((i + 1 for i, line in enumerate(lines) if line.strip() == "Attributes:"), 0)
+    docs: dict[str, list[str]] = {}
+    current: list[str] = []
+    for line in lines[start:]:
+        entry = _DOC_ENTRY.match(line)
+        keys = [k.strip() for k in entry.group(1).split(",")] if entry else []
+        if keys and all(k in names for k in keys):
+            current = [entry.group(2) or ""]
+            for k in keys:
+                docs[k] = current  # shared: continuation lines reach every name of the entry
+        elif line.strip() and current:
+            current.append(line.strip())
+    clean = lambda text: re.sub(r":\w+:`([^`]*)`", r"\1", text.replace("``", ""))  # noqa: E731
+    return {k: clean(" ".join(" ".join(v).split())) for k, v in docs.items()}
+
+
+def _type_name(tp: Any) -> str:
+    tp, optional = _unwrap_optional(tp)
+    if typing.get_origin(tp) is typing.Literal:
+        name = "|".join(str(a) for a in typing.get_args(tp))
+    elif typing.get_origin(tp) in (list, tuple):
+        name = f"list[{_type_name((typing.get_args(tp) or (str,))[0])}]"
+    else:
+        name = getattr(tp, "__name__", str(tp))
+    return f"{name} or none" if optional else name
+
+
+def _first_sentence(doc: str) -> str:
+    """``doc`` up to its first full stop outside parentheses (``e.g.``/``i.e.`` are not stops)."""
+    depth = 0
+    for i, ch in enumerate(doc):
+        depth += {"(": 1, ")": -1}.get(ch, 0)
+        if ch == "." and depth <= 0 and doc[i + 1 : i + 2] in ("", " ") and not doc[max(0, i - 3) : i].endswith(("e.g", "i.e")):
+            return doc[: i + 1]
+    return doc
+
+
+def options_help(cfg: Any, prefix: str = "") -> list[str]:
+    """One line per option of config dataclass instance ``cfg`` (nested sections included):
+    ``--key  type  default value  first sentence of its doc`` (see :func:`field_docs`)."""
+    cls = type(cfg)
+    docs, types_ = field_docs(cls), _field_types(cls)
+    lines: list[str] = []
+    sections = []
+    for f in dataclasses.fields(cls):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            sections.append((f.name, value))
+            continue
+        default = "''" if value == "" else str(value).lower() if isinstance(value, bool) else str(value)
+        lines.append(f"  --{prefix}{f.name:<{max(1, 28 - len(prefix))}} {_type_name(types_[f.name]):<8} "
+                     f"default {default:<10} {_first_sentence(docs.get(f.name) or '(undocumented)')}")
+    for name, section in sections:
+        summary = inspect.cleandoc(type(section).__doc__ or "").split("\n", 1)[0]
+        lines += ["", f"{prefix}{name}.*: {summary}", *options_help(section, f"{prefix}{name}.")]
+    return lines

@@ -9,7 +9,7 @@ Sources accepted by :func:`load_problems`:
   ``amc23``, ``gsm8k``, ``minerva_math``, ``olympiadbench``; each file's answer format is
   normalised (zero-padded AIME strings, int/float answers, GSM8K's ``#### n`` line, the
   ``\\boxed{}`` of a solution, OlympiadBench's answer lists);
-- ``arith``: the built-in arithmetic task (``thr.tasks.arith.load_split``);
+- ``columns``, ``arith``: the built-in tasks (``thr.tasks``);
 - a ``.jsonl`` / ``.json`` / ``.parquet`` path, with optional field names; by default the
   problem comes from ``problem``/``question``/``prompt`` and the answer from
   ``answer``/``final_answer``/``gt_answer``/``reward_model.ground_truth``, else from the last
@@ -30,7 +30,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from thr._latex_norm import last_boxed as _last_boxed
+from thr._answer_extract import last_boxed as _last_boxed
 
 PROBLEM_FIELDS = ("problem", "question", "prompt")
 ANSWER_FIELDS = ("answer", "final_answer", "gt_answer", "reward_model.ground_truth")
@@ -60,7 +60,7 @@ class Problem:
 def last_boxed(text: str) -> str | None:
     """Content of the last ``\\boxed{...}`` / ``\\fbox{...}`` in ``text`` (brace-matched), or None.
 
-    The same rule as the verifier's (:func:`thr._latex_norm.last_boxed`): escaped braces are
+    The same rule as the verifier's (:func:`thr._answer_extract.last_boxed`): escaped braces are
     literal characters, ``\\boxed 9`` (no braces) gives the following token, and a truncated or
     empty last box gives None. Used for gold answers written inside worked solutions.
     """
@@ -236,12 +236,16 @@ def _row_to_problem(
     index: int,
     problem_field: str | None,
     answer_field: str | None,
+    key_prefix: str = "",
 ) -> Problem:
-    """Map one generic row to a Problem (field lookup, answer normalisation)."""
+    """Map one generic row to a Problem (field lookup, answer normalisation).
+
+    ``key_prefix`` is how the caller's config spells the field options (``data.`` in
+    ``thr train``), used in the hints of the errors."""
     p_fields = (problem_field,) if problem_field else PROBLEM_FIELDS
     p_name = next((f for f in p_fields if _has(row, f)), None)
     if p_name is None:
-        hint = "" if problem_field else "; set problem_field=NAME"
+        hint = "" if problem_field else f"; set {key_prefix}problem_field=NAME"
         raise ValueError(f"{where}: missing problem field {_or(p_fields)} (row has {sorted(row)}){hint}")
     a_fields = (answer_field,) if answer_field else ANSWER_FIELDS
     a_name = next((f for f in a_fields if _has(row, f) and _get(row, f) is not None), None)
@@ -252,7 +256,7 @@ def _row_to_problem(
     elif not answer_field and "solution" in row and isinstance(row["solution"], str):
         a_name, answer = "solution", last_boxed(row["solution"]) or ""
     else:
-        hint = "" if answer_field else "; set answer_field=NAME"
+        hint = "" if answer_field else f"; set {key_prefix}answer_field=NAME"
         raise ValueError(f"{where}: missing answer field {_or(a_fields)} (row has {sorted(row)}){hint}")
     if not answer:
         raise ValueError(f"{where}: empty answer in field {a_name!r}; fix or drop that row")
@@ -312,15 +316,17 @@ def load_benchmark(name: str) -> list[Problem]:
 
 
 def load_file(
-    path: str | Path, *, problem_field: str | None = None, answer_field: str | None = None, source: str | None = None
+    path: str | Path, *, problem_field: str | None = None, answer_field: str | None = None, source: str | None = None,
+    key_prefix: str = "",
 ) -> list[Problem]:
-    """Problems from a .jsonl / .json / .parquet file (field names: see module docstring)."""
+    """Problems from a .jsonl / .json / .parquet file (field names: see module docstring; ``key_prefix``:
+    see :func:`load_problems`)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"data file {str(path)!r} does not exist")
     label = source or path.stem
     problems = [
-        _row_to_problem(row, f"{path}: {where}", label, i, problem_field, answer_field)
+        _row_to_problem(row, f"{path}: {where}", label, i, problem_field, answer_field, key_prefix)
         for i, (where, row) in enumerate(_read_rows(path))
     ]
     if not problems:
@@ -328,21 +334,26 @@ def load_file(
     return _unique_ids(problems)
 
 
-def load_arith(split: str = "test", seed: int = 0, **task: Any) -> list[Problem]:
-    """The built-in arithmetic task's split as Problems (``task``: ``ArithConfig`` fields)."""
-    from thr.tasks.arith import load_split
+def load_task(name: str, split: str = "test", seed: int = 0, **task: Any) -> list[Problem]:
+    """A built-in task's split (``columns`` or ``arith``) as Problems; ``task`` are the fields of
+    the task's config (``thr.tasks.columns.ColumnsConfig``, ``thr.tasks.arith.ArithConfig``)."""
+    from thr.tasks import TASKS
 
-    rows = load_split(split, seed=seed, **task)
+    if name not in TASKS:
+        raise ValueError(f"unknown built-in task {name!r}; choose one of {sorted(TASKS)}")
+    rows = TASKS[name].load_split(split, seed=seed, **task)
     problems = []
     for i, row in enumerate(rows):
         meta = {k: v for k, v in row.items() if k not in ("problem", "answer")}
+        meta["builtin_task"] = name  # what thr.tasks.checker_for keys on (a file's label never sets it)
         row_id = str(row.get("id", f"{split}-{i}"))
-        problems.append(Problem(row_id, row["problem"], answer_to_str(row["answer"]), "arith", meta))
+        problems.append(Problem(row_id, row["problem"], answer_to_str(row["answer"]), name, meta))
     return _unique_ids(problems)
 
 
 def load_hf_dataset(
-    name: str, *, split: str | None = None, problem_field: str | None = None, answer_field: str | None = None
+    name: str, *, split: str | None = None, problem_field: str | None = None, answer_field: str | None = None,
+    key_prefix: str = "",
 ) -> list[Problem]:
     """Problems from a Hugging Face hub dataset ``org/name`` or ``org/name:config`` (needs network)."""
     import datasets
@@ -359,7 +370,8 @@ def load_hf_dataset(
     if isinstance(ds, datasets.DatasetDict):
         raise ValueError(f"dataset {name!r} has splits {list(ds)}; choose one with split=NAME")
     problems = [
-        _row_to_problem(dict(row), f"{name}[{split}]: row {i}", repo.split("/")[-1], i, problem_field, answer_field)
+        _row_to_problem(dict(row), f"{name}[{split}]: row {i}", repo.split("/")[-1], i, problem_field, answer_field,
+                        key_prefix)
         for i, row in enumerate(ds)
     ]
     if not problems:
@@ -376,12 +388,16 @@ def load_problems(
     limit: int | None = None,
     seed: int = 0,
     shuffle: bool = False,
+    key_prefix: str = "",
 ) -> list[Problem]:
-    """Load problems from a benchmark name, ``arith``, a local file or a HF dataset name.
+    """Load problems from a benchmark name, a built-in task (``columns``, ``arith``), a local
+    file or a HF dataset name.
 
-    ``split`` applies to ``arith`` (default ``"test"``) and HF datasets; ``seed`` seeds the
-    ``arith`` generator and ``shuffle``. ``limit`` keeps the first ``limit`` problems (after the
+    ``split`` applies to the built-in tasks (default ``"test"``) and HF datasets; ``seed`` seeds
+    the built-in task's generator and ``shuffle``. ``limit`` keeps the first ``limit`` problems (after the
     optional seeded shuffle), so evaluations with a limit stay comparable across models.
+    ``key_prefix`` is prepended to ``problem_field``/``answer_field`` in error hints (``data.`` for
+    ``thr train``, whose keys are ``data.problem_field``/``data.answer_field``).
     """
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be a positive integer or None, got {limit}")
@@ -391,15 +407,16 @@ def load_problems(
         if split not in (None, "test"):
             raise ValueError(f"benchmark {source!r} has only a test split (got split={split!r})")
         problems = load_benchmark(source)
-    elif source == "arith":
-        problems = load_arith(split or "test", seed=seed)
+    elif source in ("columns", "arith"):
+        problems = load_task(source, split or "test", seed=seed)
     elif looks_like_path:
-        problems = load_file(source, problem_field=problem_field, answer_field=answer_field)
+        problems = load_file(source, problem_field=problem_field, answer_field=answer_field, key_prefix=key_prefix)
     elif "/" in source:
-        problems = load_hf_dataset(source, split=split, problem_field=problem_field, answer_field=answer_field)
+        problems = load_hf_dataset(source, split=split, problem_field=problem_field, answer_field=answer_field,
+                                   key_prefix=key_prefix)
     else:
         raise ValueError(
-            f"unknown benchmark {source!r}; known benchmarks: {', '.join(BENCHMARKS)}, arith. "
+            f"unknown benchmark {source!r}; known benchmarks: {', '.join(BENCHMARKS)}, columns, arith. "
             "Other sources: a .jsonl/.json/.parquet path or a Hugging Face dataset name 'org/name'"
         )
     if shuffle:

@@ -1,16 +1,20 @@
-"""The embedded default: a tiny model warm-started on the generated arithmetic task.
+"""The embedded default: a tiny model warm-started on a built-in task.
 
 ``thr train`` with no arguments needs a policy that already solves *some* problems, so that GRPO
 groups get mixed rewards and RL has something to sharpen. :func:`warm_start` builds the byte-level
-tokenizer and a tiny random Qwen2/Llama model (``thr.tiny``), runs a short supervised phase with
-teacher forcing on ``prompt + solution + eos`` (loss on the solution tokens only), deliberately
-stopped early, and saves the result with ``save_pretrained`` into a cache directory keyed by the
-config and the task version. A second call returns the cached directory at once.
+tokenizer and a tiny random Qwen2/Llama model (``thr.tiny``), runs a supervised phase with teacher
+forcing on ``prompt + solution + eos`` (loss on the solution tokens only) and saves the result with
+``save_pretrained`` into a cache directory keyed by the config and the task version. On the
+default task, ``columns``, the solutions come from a teacher that mixes the right procedure with two
+learners' habits, and the warm start trains to a plateau: the base model's quality is then set by
+the teacher's rates, on any CPU (``thr.imitation`` checks the plateau).
 
-The cache is written atomically: everything goes to a hidden temporary directory next to the
-final one, which is renamed into place only when complete, so an interrupted run never leaves a
-half-written model at the cache path. Default cache: ``$THR_CACHE_DIR`` or ``~/.cache/thr/embedded``.
-See ``docs/embedded.md`` for the task, the tuned defaults and measured numbers.
+The default recipe's warm start ships in the package (``thr.shipped``): ``warm_start`` returns it
+at once. Other recipes and seeds are trained on first use, and a second call returns the cached
+directory. The cache is written atomically: everything goes to a hidden temporary directory next
+to the final one, renamed into place only when complete, so an interrupted run never leaves a
+half-written model at the cache path. Default cache: ``$THR_CACHE_DIR`` or
+``~/.cache/thr/embedded``. See ``docs/embedded.md`` for the task, the recipe and measured numbers.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -30,10 +35,12 @@ from typing import Any, Literal
 
 import torch
 
-from thr.tasks.arith import TASK_VERSION, ArithConfig, load_split
+from thr.tasks import arith, columns
+from thr.tasks.arith import ArithConfig
+from thr.tasks.columns import ColumnsConfig
 
 # Bump when the training recipe or the saved layout changes (old cache entries are then ignored).
-EMBEDDED_VERSION = "embedded-1"
+EMBEDDED_VERSION = "embedded-2"
 INFO_FILE = "warm_start_info.json"
 PROMPT_TEMPLATE = "plain"
 _STALE_TMP_S = 6 * 3600
@@ -44,22 +51,28 @@ class EmbeddedConfig:
     """Everything that determines the warm-started model (all of it enters the cache key).
 
     Attributes:
+        task: the built-in task, ``"columns"`` (the default: column arithmetic taught by a teacher
+            with two habits, trained to a plateau; ``thr.tasks.columns``) or ``"arith"`` (the
+            earlier default: short chains, stopped early at an accuracy target).
         arch: ``"qwen2"`` or ``"llama"`` (``thr.tiny.build_model``).
         hidden_size: model width.
         num_layers: transformer blocks.
         num_heads: attention heads (must divide ``hidden_size``).
         intermediate_size: MLP width; 0 means ``4 * hidden_size``.
         seed: model init, data order and task splits.
-        sft_steps: most optimizer steps of the supervised phase (also the horizon of the cosine
-            schedule). Training stops early on purpose, either here or at the accuracy target
-            below, so that the policy is only partly trained and RL has room to improve it.
+        use_shipped: use the warm start shipped in the package when one has this exact recipe
+            (``thr.shipped``; not part of the cache key). ``false`` trains it locally.
+        sft_steps: optimizer steps of the supervised phase (also the horizon of the cosine
+            schedule). ``columns`` trains all of them, to a plateau: RL's room comes from the
+            teacher's habits, not from stopping early. ``arith`` may stop earlier at the accuracy
+            target below.
         target_val_accuracy: stop as soon as greedy accuracy on the validation problems reaches
-            this (0 disables the check: exactly ``sft_steps`` steps). Arithmetic is learned in a
+            this (0, the default, disables the check: exactly ``sft_steps`` steps; ``arith`` used 0.30). Arithmetic is learned in a
             sharp, seed-dependent transition, so a fixed step count lands anywhere between ~10%
             and ~70%; the target makes the warm start land in the intended band.
-        val_problems: validation problems for the target: the ones that follow the training
-            split in its generator stream, so they are disjoint from the SFT/RL training problems
-            and from the test split (only generated when a check can happen).
+        val_problems: validation problems (the ones that follow the training split in its
+            generator stream, disjoint from the SFT/RL training problems and the test split): for
+            the accuracy target, and for ``columns`` the plateau check (``thr.imitation``).
         check_after: first step at which the target is checked.
         check_every: steps between checks.
         batch_size: sequences per step.
@@ -71,22 +84,29 @@ class EmbeddedConfig:
         n_sft_examples: size of the training split (SFT samples from it with replacement; RL
             later trains on the same split).
         n_test: size of the held-out split (RL evaluation uses the same split).
+        ops_per_problem: ``columns``: operations per problem (3: solutions of 95-131 tokens).
+        event_weights: ``columns``: relative share of problems with 0, 1, 2, 3 carries and borrows.
+        carry_slip: ``columns``: the teacher's rate of dropping a carry.
+        borrow_slip: ``columns``: the teacher's rate of subtracting the smaller digit from the
+            larger instead of borrowing.
         min_operands, max_operands, min_value, max_value, ops, max_multiplier, max_result:
-            task difficulty, see :class:`thr.tasks.arith.ArithConfig`.
+            ``arith``: task difficulty, see :class:`thr.tasks.arith.ArithConfig`.
         eval_problems: held-out problems scored greedily after training (0 skips).
         eval_pass_problems: held-out problems scored with ``eval_pass_k`` samples at T=1 (0 skips).
         eval_pass_k: samples per problem for the pass@k measurement.
         max_new_tokens: generation budget of the evaluation.
     """
 
+    task: Literal["columns", "arith"] = "columns"
     arch: Literal["qwen2", "llama"] = "qwen2"
     hidden_size: int = 64
     num_layers: int = 3
     num_heads: int = 4
     intermediate_size: int = 0
     seed: int = 0
-    sft_steps: int = 1600
-    target_val_accuracy: float = 0.30
+    use_shipped: bool = True
+    sft_steps: int = 3000
+    target_val_accuracy: float = 0.0
     val_problems: int = 128
     check_after: int = 500
     check_every: int = 50
@@ -97,7 +117,11 @@ class EmbeddedConfig:
     weight_decay: float = 0.01
     grad_clip: float = 1.0
     n_sft_examples: int = 20000
-    n_test: int = 500
+    n_test: int = 1000
+    ops_per_problem: int = 3
+    event_weights: str = "0.35,0.15,0.2,0.3"
+    carry_slip: float = 0.7
+    borrow_slip: float = 0.85
     min_operands: int = 2
     max_operands: int = 3
     min_value: int = 1
@@ -108,10 +132,19 @@ class EmbeddedConfig:
     eval_problems: int = 200
     eval_pass_problems: int = 64
     eval_pass_k: int = 8
-    max_new_tokens: int = 48
+    max_new_tokens: int = 160
 
-    def task_config(self) -> ArithConfig:
-        """The :class:`ArithConfig` of this run's task."""
+    def task_config(self) -> ArithConfig | ColumnsConfig:
+        """The task configuration (:class:`ColumnsConfig` or :class:`ArithConfig`) of this run."""
+        if self.task == "columns":
+            return ColumnsConfig(
+                seed=self.seed,
+                n_train=self.n_sft_examples,
+                n_test=self.n_test,
+                min_ops=self.ops_per_problem,
+                max_ops=self.ops_per_problem,
+                event_weights=self.event_weights,
+            )
         return ArithConfig(
             seed=self.seed,
             n_train=self.n_sft_examples,
@@ -126,11 +159,19 @@ class EmbeddedConfig:
         )
 
     def task_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for ``thr.tasks.arith.load_split`` (seed included)."""
+        """Keyword arguments for the task's ``load_split`` (seed included)."""
         return dataclasses.asdict(self.task_config())
+
+    def task_module(self) -> Any:
+        """The task's module (``thr.tasks.columns`` or ``thr.tasks.arith``)."""
+        return columns if self.task == "columns" else arith
 
     def validate(self) -> EmbeddedConfig:
         """Raise ``ValueError`` naming the first bad field; return ``self``."""
+        if self.task not in ("columns", "arith"):
+            raise ValueError(f"task must be 'columns' or 'arith', got {self.task!r}")
+        if not (0.0 <= self.carry_slip <= 1.0 and 0.0 <= self.borrow_slip <= 1.0):
+            raise ValueError("carry_slip and borrow_slip are probabilities: keep them in [0, 1]")
         if self.arch not in ("qwen2", "llama"):
             raise ValueError(f"arch must be 'qwen2' or 'llama', got {self.arch!r}")
         for name in ("hidden_size", "num_layers", "num_heads", "sft_steps", "batch_size"):
@@ -161,7 +202,11 @@ class EmbeddedConfig:
             raise ValueError("eval_problems and eval_pass_problems must be <= n_test")
         if self.max_new_tokens < 1:
             raise ValueError("max_new_tokens must be >= 1")
-        self.task_config().validate()
+        try:
+            self.task_config().validate()
+        except ValueError as err:  # name this config's fields, not the task config's
+            names = "ops_per_problem, event_weights" if self.task == "columns" else "the arith task fields"
+            raise ValueError(f"{names}: {err}") from None
         return self
 
 
@@ -173,193 +218,13 @@ def default_cache_dir() -> Path:
 
 def cache_key(cfg: EmbeddedConfig) -> str:
     """Directory name of ``cfg``'s warm start: readable prefix + hash of config and versions."""
+    recipe = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "use_shipped"}
     payload = json.dumps(
-        {"config": dataclasses.asdict(cfg), "task": TASK_VERSION, "embedded": EMBEDDED_VERSION},
+        {"config": recipe, "task": cfg.task_module().TASK_VERSION, "embedded": EMBEDDED_VERSION},
         sort_keys=True,
     )
     digest = hashlib.sha256(payload.encode()).hexdigest()[:16]
-    return f"{cfg.arch}-h{cfg.hidden_size}-l{cfg.num_layers}-s{cfg.sft_steps}-{digest}"
-
-
-def lr_at(step: int, cfg: EmbeddedConfig) -> float:
-    """Learning rate of optimizer step ``step`` (0-based): linear warmup, then cosine decay."""
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    span = max(1, cfg.sft_steps - cfg.warmup_steps)
-    progress = min(1.0, (step - cfg.warmup_steps) / span)
-    floor = cfg.lr * cfg.min_lr_ratio
-    return floor + (cfg.lr - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def _encode_texts(tokenizer: Any, texts: list[str]) -> list[list[int]]:
-    """Token ids of ``texts`` without special tokens.
-
-    ``thr.tiny``'s byte-level tokenizer maps byte ``b`` to id ``b``; when a probe confirms that,
-    the UTF-8 bytes are used directly (the Rust tokenizer is ~10x slower on 10^4 short texts).
-    """
-    probe = texts[:16]
-    if probe and tokenizer(probe, add_special_tokens=False)["input_ids"] == [list(t.encode()) for t in probe]:
-        return [list(t.encode()) for t in texts]
-    return tokenizer(texts, add_special_tokens=False)["input_ids"]
-
-
-def encode_sft(tokenizer: Any, examples: list[dict[str, str]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded ``(input_ids, labels)`` for ``prompt + solution + eos``.
-
-    ``labels`` is -100 on prompt tokens and padding, so the loss covers the solution and the eos.
-    """
-    from thr.prompts import format_prompt
-
-    prompts = _encode_texts(tokenizer, [format_prompt(tokenizer, ex["problem"], PROMPT_TEMPLATE) for ex in examples])
-    targets = _encode_texts(tokenizer, [ex["solution"] for ex in examples])
-    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
-    length = max(len(p) + len(t) + 1 for p, t in zip(prompts, targets))
-    ids_rows, label_rows = [], []
-    for prompt, target in zip(prompts, targets):
-        target = target + [eos]
-        fill = length - len(prompt) - len(target)
-        ids_rows.append(prompt + target + [pad] * fill)
-        label_rows.append([-100] * len(prompt) + target + [-100] * fill)
-    return torch.tensor(ids_rows, dtype=torch.long), torch.tensor(label_rows, dtype=torch.long)
-
-
-def _optimizer(model: Any, cfg: EmbeddedConfig) -> torch.optim.Optimizer:
-    """AdamW with weight decay on matrices only (not on norms, biases)."""
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "norm" not in n]
-    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "norm" not in n)]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98))
-
-
-def _val_accuracy(model: Any, tokenizer: Any, problems: list[dict[str, str]], cfg: EmbeddedConfig) -> float:
-    """Greedy accuracy on ``problems`` (the model is left in train mode)."""
-    model.eval()
-    acc = evaluate_policy(model, tokenizer, problems, max_new_tokens=cfg.max_new_tokens)["accuracy"]
-    model.train()
-    return acc
-
-
-def sft_train(
-    model: Any,
-    tokenizer: Any,
-    cfg: EmbeddedConfig,
-    *,
-    progress: bool = True,
-    on_step: Callable[[int, float], None] | None = None,
-) -> dict[str, Any]:
-    """Supervised warm start of ``model`` in place (see :class:`EmbeddedConfig` for the stop rule).
-
-    Returns ``{"losses": [...], "val": [[step, accuracy], ...], "steps": n}``.
-    ``on_step(step, loss)`` is called after each optimizer step (e.g. for logging).
-    """
-    from tqdm.auto import tqdm
-
-    checks = cfg.target_val_accuracy > 0 and cfg.check_after <= cfg.sft_steps
-    task = {**cfg.task_kwargs(), "n_train": cfg.n_sft_examples + (cfg.val_problems if checks else 0)}
-    train = load_split("train", **task)  # the first n_sft_examples are the task's training split
-    input_ids, labels = encode_sft(tokenizer, train[: cfg.n_sft_examples])
-    val = train[cfg.n_sft_examples :]
-    gen = torch.Generator().manual_seed(cfg.seed)
-    opt = _optimizer(model, cfg)
-    model.train()
-    losses: list[float] = []
-    val_curve: list[list[float]] = []
-    bar = tqdm(range(cfg.sft_steps), desc="warm start (SFT)", disable=not progress, leave=False)
-    for step in bar:
-        idx = torch.randint(0, input_ids.shape[0], (cfg.batch_size,), generator=gen)
-        ids, lab = input_ids[idx], labels[idx]
-        keep = int((lab != -100).any(0).nonzero().max()) + 1  # trim trailing all-pad columns
-        ids, lab = ids[:, :keep], lab[:, :keep]
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, cfg)
-        loss = model(input_ids=ids, attention_mask=(ids != tokenizer.pad_token_id).long(), labels=lab).loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-        losses.append(float(loss.detach()))
-        if step % 10 == 0:
-            bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
-        if on_step is not None:
-            on_step(step, losses[-1])
-        done = step + 1
-        if checks and done >= cfg.check_after and (done - cfg.check_after) % cfg.check_every == 0:
-            val_curve.append([done, _val_accuracy(model, tokenizer, val, cfg)])
-            bar.set_postfix(loss=f"{losses[-1]:.3f}", val=f"{val_curve[-1][1]:.2f}")
-            if val_curve[-1][1] >= cfg.target_val_accuracy:
-                break
-    bar.close()
-    model.eval()
-    return {"losses": losses, "val": val_curve, "steps": len(losses)}
-
-
-def evaluate_policy(
-    model: Any,
-    tokenizer: Any,
-    problems: list[dict[str, str]],
-    *,
-    k: int = 1,
-    temperature: float = 0.0,
-    max_new_tokens: int = 48,
-    seed: int = 0,
-) -> dict[str, float]:
-    """Accuracy statistics of ``k`` completions per problem (greedy when ``temperature`` is 0).
-
-    Returns ``accuracy`` (mean over all completions), ``pass_at_k`` (a problem counts when any
-    completion is right), ``mixed`` (fraction of problems with some right and some wrong
-    completions: the groups GRPO learns from), ``boxed`` (completions with a ``\\boxed{}`` that
-    end with eos) and ``n_problems``. Scored with ``thr.verifier.verify``.
-    """
-    from thr.generation import generate
-    from thr.prompts import format_prompt
-    from thr.verifier import verify
-
-    if not problems:
-        return {"accuracy": 0.0, "pass_at_k": 0.0, "mixed": 0.0, "boxed": 0.0, "n_problems": 0}
-    prompts = [format_prompt(tokenizer, p["problem"], PROMPT_TEMPLATE) for p in problems]
-    samples = generate(
-        model,
-        tokenizer,
-        prompts,
-        n=k,
-        temperature=temperature,
-        top_p=1.0,
-        max_new_tokens=max_new_tokens,
-        batch_size=256,
-        seed=seed,
-    )
-    right = [[verify(s.text, p["answer"]) for s in group] for group, p in zip(samples, problems)]
-    formed = [("\\boxed{" in s.text and s.finish_reason == "stop") for group in samples for s in group]
-    n = len(problems)
-    return {
-        "accuracy": sum(map(sum, right)) / (n * k),
-        "pass_at_k": sum(any(r) for r in right) / n,
-        "mixed": sum(any(r) and not all(r) for r in right) / n,
-        "boxed": sum(formed) / len(formed),
-        "n_problems": n,
-    }
-
-
-def _evaluate(model: Any, tokenizer: Any, cfg: EmbeddedConfig) -> dict[str, Any]:
-    """The end-of-warm-start evaluation recorded in ``warm_start_info.json``."""
-    test = load_split("test", **cfg.task_kwargs())
-    result: dict[str, Any] = {}
-    if cfg.eval_problems:
-        result["greedy"] = evaluate_policy(
-            model, tokenizer, test[: cfg.eval_problems], max_new_tokens=cfg.max_new_tokens
-        )
-    if cfg.eval_pass_problems and cfg.eval_pass_k:
-        result[f"sample_t1_k{cfg.eval_pass_k}"] = evaluate_policy(
-            model,
-            tokenizer,
-            test[: cfg.eval_pass_problems],
-            k=cfg.eval_pass_k,
-            temperature=1.0,
-            max_new_tokens=cfg.max_new_tokens,
-            seed=cfg.seed,
-        )
-    return result
+    return f"{cfg.task}-{cfg.arch}-h{cfg.hidden_size}-l{cfg.num_layers}-s{cfg.sft_steps}-{digest}"
 
 
 def _loss_summary(losses: list[float], points: int = 20) -> dict[str, Any]:
@@ -424,15 +289,25 @@ def warm_start(
 
     The directory loads with ``AutoModelForCausalLM.from_pretrained`` and
     ``AutoTokenizer.from_pretrained`` and holds ``warm_start_info.json`` (config, loss summary,
-    wall seconds, held-out greedy accuracy and pass@k). ``force`` retrains and replaces the cache
-    entry. ``on_step(step, loss)`` is called after every SFT step; an exception raised anywhere
-    during training leaves no directory at the cache path.
+    wall seconds, held-out greedy accuracy and pass@k). A warm start shipped in the package for
+    this exact recipe (``thr.shipped``) is returned first, unless ``force`` or
+    ``cfg.use_shipped=False``; then the cache; else it is trained. ``force`` retrains and replaces
+    the cache entry. ``on_step(step, loss)`` is called after every SFT step; an exception raised
+    anywhere during training leaves no directory at the cache path.
     """
+    from thr.imitation import evaluate_warm_start
+    from thr.sft import sft_train
     from thr.tiny import build_model, build_tokenizer
 
     cfg = (cfg or EmbeddedConfig()).validate()
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     final = root / cache_key(cfg)
+    if not force and cfg.use_shipped:  # the shipped copy wins over a local one of the same recipe
+        from thr.shipped import shipped_path
+
+        shipped = shipped_path(final.name, warn=True)
+        if shipped is not None:
+            return shipped
     if not force and _is_complete(final):
         return final
     root.mkdir(parents=True, exist_ok=True)
@@ -454,12 +329,12 @@ def warm_start(
             torch.manual_seed(cfg.seed)
             sft = sft_train(model, tokenizer, cfg, progress=progress, on_step=on_step)
         train_s, train_cpu = time.perf_counter() - start, time.process_time() - cpu_start
-        evaluation = _evaluate(model, tokenizer, cfg)
+        evaluation = evaluate_warm_start(model, tokenizer, cfg)
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         info = {
             "config": dataclasses.asdict(cfg),
-            "task_version": TASK_VERSION,
+            "task_version": cfg.task_module().TASK_VERSION,
             "embedded_version": EMBEDDED_VERSION,
             "n_params": sum(p.numel() for p in model.parameters()),
             "sft_steps_run": sft["steps"],
@@ -472,13 +347,82 @@ def warm_start(
             "torch_threads": torch.get_num_threads(),
             "eval": evaluation,
         }
+        info["warnings"] = quality_warnings(info)
+        for line in info["warnings"]:
+            print(f"warning: warm start {final.name}: {line}", file=sys.stderr)
         (tmp / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
+        from thr.prompts import save_prompt_info
+
+        save_prompt_info(tmp, PROMPT_TEMPLATE, cfg.task, cfg.task_kwargs())
         return _publish(tmp, final, force)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 
+# The intended band of the columns warm start's greedy accuracy (docs/embedded.md).
+GREEDY_BAND = (0.25, 0.50)
+
+
+def quality_warnings(info: dict[str, Any]) -> list[str]:
+    """What is wrong with a finished warm start, in words (empty when nothing is)."""
+    from thr.imitation import plateau_warnings
+
+    cfg, out = info["config"], []
+    val = info.get("val_accuracy") or []
+    target = cfg.get("target_val_accuracy", 0)
+    if target > 0 and (not val or val[-1][1] < target):
+        reached = f"{val[-1][1]:.2f}" if val else "no check"
+        out.append(f"it missed its accuracy target {target} (last check: {reached} after {info['sft_steps_run']} "
+                   "steps): RL will start from a weaker policy than intended; raise embedded.sft_steps")
+    evaluation = info.get("eval", {})
+    if "imitation" in evaluation:
+        out += plateau_warnings(evaluation["imitation"])
+    greedy = evaluation.get("greedy", {}).get("accuracy")
+    if cfg.get("task") == "columns" and greedy is not None and not GREEDY_BAND[0] <= greedy <= GREEDY_BAND[1]:
+        out.append(f"its held-out greedy accuracy {greedy:.1%} is outside the intended band "
+                   f"{GREEDY_BAND[0]:.0%}-{GREEDY_BAND[1]:.0%}")
+    return out
+
+
 def load_info(path: str | Path) -> dict[str, Any]:
     """The ``warm_start_info.json`` of a warm-start directory."""
     return json.loads((Path(path) / INFO_FILE).read_text())
+
+
+_CLI_USAGE = """usage: thr warm-start [--force] [--export] [key=value ...]
+
+Train (or find in the cache) the embedded model's warm start for the EmbeddedConfig given by the
+key=value overrides (the same fields as `thr train embedded.KEY=VALUE`), print its path and
+held-out figures. --force retrains even when cached; --export copies the result into the
+package (thr/embedded_weights/<cache key>/, with a MANIFEST.json of SHA-256 hashes, this command
+and the machine), which is how the shipped default was made:
+
+    thr warm-start --force --export            # the default recipe, seed 0
+
+Options (EmbeddedConfig):
+"""
+
+
+def cli_main(argv: list[str] | None = None) -> int:
+    """``thr warm-start``: see the usage text above."""
+    from thr.config import load_config, options_help
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if any(a in ("-h", "--help") for a in argv):
+        print(_CLI_USAGE + "\n".join(options_help(EmbeddedConfig())))
+        return 0
+    force, export = "--force" in argv, "--export" in argv
+    rest = [a for a in argv if a not in ("--force", "--export")]
+    cfg = load_config(EmbeddedConfig, rest)
+    if "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(1)  # the recipe's thread count (as in `thr train`)
+    path = warm_start(cfg, force=force)
+    info = load_info(path)
+    print(json.dumps({"path": str(path), "eval": info.get("eval"), "warnings": info.get("warnings", [])}, indent=2))
+    if export:
+        from thr.shipped import export as export_dir
+
+        command = "thr warm-start --force --export" + "".join(f" {a}" for a in rest)
+        print(f"exported to {export_dir(path, command)}")
+    return 0

@@ -62,12 +62,17 @@ def table_rows(results: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
 
 
 def format_table(results: dict[str, Any]) -> str:
-    """Fixed-width text table for the terminal (accuracies in %)."""
+    """Fixed-width text table for the terminal (accuracies in %), with a legend of its units."""
     header, body = table_rows(results)
     widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
     fmt = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
     lines = [f"model: {results.get('model', '?')}", fmt(header), fmt(["-" * w for w in widths])]
     lines += [fmt(r) for r in body]
+    lines.append("all columns but 'problems' in % (greedy: temperature-0 accuracy; pass@K: unbiased estimator; "
+                 "trunc: sampled responses cut at max_new_tokens)")
+    if any(r[0] == "overall" for r in body):
+        lines.append(f"overall: unweighted mean over the {len(body) - 1} benchmarks (each counts the same, "
+                     "whatever its size); its 'problems' is their sum")
     return "\n".join(lines)
 
 
@@ -79,7 +84,9 @@ def _md_table(header: list[str], body: list[list[str]]) -> str:
 
 def markdown_report(results: dict[str, Any]) -> str:
     """``results.md``: settings and one table row per benchmark plus the overall average."""
-    cfg = results.get("config", {})
+    cfg = dict(results.get("config", {}))
+    if results.get("prompt_template"):
+        cfg["prompt_template"] = results["prompt_template"]  # the one used (``auto`` resolved)
     header, body = table_rows(results)
     settings = ", ".join(
         f"{k}={cfg[k]}"

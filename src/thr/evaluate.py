@@ -25,7 +25,8 @@ from typing import Any
 from thr.config import load_config, to_dict
 from thr.data import BENCHMARKS, Problem, load_problems
 from thr.generation import Generator, HFGenerator, Sample
-from thr.prompts import TEMPLATE_NAMES, format_prompt
+from thr.modeling import check_model_path
+from thr.prompts import PROMPT_INFO_FILE, TEMPLATE_NAMES, format_prompt, resolve_template
 
 RecordKey = tuple[str, str, str, int]  # (source, problem id, mode, sample index)
 
@@ -86,21 +87,27 @@ def _slim(rec: dict[str, Any]) -> dict[str, Any]:
 
 
 def score_response(
-    text: str, finish_reason: str, gold: str, *, score_truncated: bool = False
+    text: str, finish_reason: str, gold: str, *, score_truncated: bool = False, problem: Problem | None = None
 ) -> tuple[bool, str | None]:
     """(verdict, extracted answer), with the trainer's reward rules (``thr.rewards``): responses
-    cut at ``max_new_tokens`` are wrong unless ``score_truncated``; no answer is wrong."""
+    cut at ``max_new_tokens`` are wrong unless ``score_truncated``; no answer is wrong. A
+    ``problem`` of a built-in task (``columns``, ``arith``) is also held to the task's full check
+    of the worked solution, exactly as the trainer's reward does."""
     from thr.rewards import score_response as reward_of
+    from thr.tasks import checker_for
     from thr.verifier import extract_answer
 
-    verdict = reward_of(text, gold, finish_reason=finish_reason, truncated="verify" if score_truncated else "zero")
+    checker = checker_for(problem) if problem is not None else None
+    verdict = reward_of(text, gold, finish_reason=finish_reason, truncated="verify" if score_truncated else "zero",
+                        checker=checker)
     return verdict.correct, extract_answer(text)
 
 
 def _make_record(
     problem: Problem, sample: Sample, mode: str, index: int, tag: str, score_truncated: bool
 ) -> dict[str, Any]:
-    correct, pred = score_response(sample.text, sample.finish_reason, problem.answer, score_truncated=score_truncated)
+    correct, pred = score_response(sample.text, sample.finish_reason, problem.answer, score_truncated=score_truncated,
+                                   problem=problem)
     return {
         "source": problem.source,
         "problem_id": problem.id,
@@ -113,6 +120,8 @@ def _make_record(
         "finish_reason": sample.finish_reason,
         "num_tokens": len(sample.response_ids),
         "response": sample.text,
+        "problem": problem.problem,  # so that --rescore can apply a built-in task's check on its own
+        "builtin_task": problem.meta.get("builtin_task"),
     }
 
 
@@ -275,9 +284,9 @@ class EvalConfig:
     """Options of ``thr eval`` (see ``docs/evaluation.md``)."""
 
     model: str = ""  # local path or hub name; several comma-separated to compare them
-    benchmarks: list[str] = field(default_factory=lambda: ["math500"])  # packaged names or arith; [] for none
+    benchmarks: list[str] = field(default_factory=lambda: ["math500"])  # packaged names or a built-in task (columns, arith); [] for none
     data_file: str | None = None  # extra source: .jsonl/.json/.parquet path or HF dataset name
-    split: str | None = None  # for data_file (HF datasets) and 'arith'
+    split: str | None = None  # for data_file (HF datasets) and the built-in tasks (columns, arith)
     problem_field: str | None = None  # for data_file
     answer_field: str | None = None  # for data_file
     n: int = 16  # samples per problem for Pass@K (0: greedy only)
@@ -286,7 +295,7 @@ class EvalConfig:
     greedy: bool = True  # also report greedy (temperature 0) accuracy
     max_new_tokens: int = 2048
     batch_size: int = 32  # sequences per generate call
-    prompt_template: str = "auto"  # plain | boxed | qwen_math | chat | auto (chat if the tokenizer has one)
+    prompt_template: str = "auto"  # plain | boxed | qwen_math | chat | auto (a saved model's thr_prompt.json, else chat if the tokenizer has one, else boxed)
     limit: int | None = None  # first N problems of each benchmark
     output_dir: str = "runs/eval"  # one sub-folder per model when several are given
     seed: int = 0  # sampling seed (datasets do not depend on it)
@@ -307,10 +316,10 @@ class EvalConfig:
             return
         if not self.model.strip() and not self.rescore:
             raise ValueError("set the model to evaluate: --model PATH_OR_HUB_NAME (comma-separate several)")
-        unknown = [b for b in self.benchmarks if b not in BENCHMARKS and b != "arith"]
+        unknown = [b for b in self.benchmarks if b not in BENCHMARKS and b not in ("columns", "arith")]
         if unknown:
             raise ValueError(
-                f"unknown benchmark(s) {unknown}; known: {', '.join(BENCHMARKS)}, arith "
+                f"unknown benchmark(s) {unknown}; known: {', '.join(BENCHMARKS)}, columns, arith "
                 "(use --data_file for a local file or HF dataset)"
             )
         if not self.benchmarks and not self.data_file:
@@ -345,11 +354,19 @@ def load_model(
     return model.eval(), tokenizer
 
 
-def _sources(cfg: EvalConfig) -> list[list[Problem]]:
-    sources = [
-        load_problems(b, split=cfg.split if b == "arith" else None, limit=cfg.limit)
-        for b in cfg.benchmarks
-    ]
+def _sources(cfg: EvalConfig, prompt_info: dict[str, Any] | None = None) -> list[list[Problem]]:
+    """The problem lists to evaluate; the built-in task a saved model was trained on (its
+    ``thr_prompt.json``) is loaded with that model's task settings."""
+    from thr.data import load_task
+    from thr.prompts import task_of
+
+    def load(b: str) -> list[Problem]:
+        settings = task_of(prompt_info, b)
+        if settings is not None:
+            return load_task(b, cfg.split or "test", **settings)[: cfg.limit]
+        return load_problems(b, split=cfg.split if b in ("columns", "arith") else None, limit=cfg.limit)
+
+    sources = [load(b) for b in cfg.benchmarks]
     if cfg.data_file:
         sources.append(
             load_problems(
@@ -367,13 +384,18 @@ def rescore_file(
     records = read_records(records_path)
     if not records:
         raise ValueError(f"--rescore: no generations in {records_path}; run the evaluation first")
-    gold = {(p.source, p.id): p.answer for ps in problems_by_source for p in ps}
+    by_key = {(p.source, p.id): p for ps in problems_by_source for p in ps}
     tmp = records_path.with_suffix(".jsonl.tmp")
     with tmp.open("w", encoding="utf-8") as f:
         for key, rec in records.items():
-            rec["gold"] = gold.get(key[:2], rec.get("gold", ""))
+            problem = by_key.get(key[:2])
+            if problem is None and rec.get("builtin_task") and rec.get("problem"):  # scored on its saved text
+                problem = Problem(str(key[1]), rec["problem"], str(rec.get("gold", "")), str(key[0]),
+                                  {"builtin_task": rec["builtin_task"]})
+            rec["gold"] = problem.answer if problem is not None else rec.get("gold", "")
             text, reason = rec.get("response", ""), rec.get("finish_reason", "length")
-            rec["correct"], rec["pred"] = score_response(text, reason, rec["gold"], score_truncated=score_truncated)
+            rec["correct"], rec["pred"] = score_response(text, reason, rec["gold"], score_truncated=score_truncated,
+                                                         problem=problem)
             f.write(json.dumps(rec, ensure_ascii=False) + "\n")
     tmp.replace(records_path)
     return records
@@ -388,7 +410,10 @@ def _eval_model(cfg: EvalConfig, model_name: str, out_dir: Path) -> dict[str, An
     records_path = out_dir / "generations.jsonl"
     if not cfg.resume and not cfg.rescore and records_path.exists():
         records_path.unlink()
-    sources = _sources(cfg)
+    template, info = resolve_template(cfg.prompt_template, model_name)  # auto: the saved model's own template
+    if template != cfg.prompt_template:
+        print(f"prompt template: {template} (from {Path(model_name) / PROMPT_INFO_FILE})", flush=True)
+    sources = _sources(cfg, info)
     per_source: dict[str, dict[str, Any]] = {}
     if cfg.rescore:
         records = rescore_file(records_path, sources, cfg.score_truncated)
@@ -400,7 +425,7 @@ def _eval_model(cfg: EvalConfig, model_name: str, out_dir: Path) -> dict[str, An
             t0 = time.time()
             metrics = evaluate_problems(
                 model, tokenizer, problems, n=cfg.n, temperature=cfg.temperature, top_p=cfg.top_p,
-                max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, prompt_template=cfg.prompt_template,
+                max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, prompt_template=template,
                 seed=cfg.seed, greedy=cfg.greedy, records_path=records_path, score_truncated=cfg.score_truncated,
                 progress=True, run_tag=model_name,
             )  # fmt: skip
@@ -408,6 +433,7 @@ def _eval_model(cfg: EvalConfig, model_name: str, out_dir: Path) -> dict[str, An
             per_source[problems[0].source] = metrics
     results = {
         "model": model_name,
+        "prompt_template": template,
         "config": to_dict(cfg),
         "benchmarks": per_source,
         "overall": eval_report.overall_metrics(per_source),
@@ -445,6 +471,9 @@ def run_eval(cfg: EvalConfig) -> dict[str, Any]:
     if not names:  # --rescore without --model: keep the label of the earlier run
         previous = out / "results.json"
         names = [eval_report.load_results(previous).get("model", "model") if previous.is_file() else "model"]
+    if not cfg.rescore:
+        for name in names:
+            check_model_path(name, key="--model")
     if len(names) == 1:
         results = _eval_model(cfg, names[0], out)
         if cfg.n > 1:

@@ -8,6 +8,7 @@ captures its input (the final-norm output, for every position), and the weight i
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -33,6 +34,19 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return table[dtype]
 
 
+def looks_like_local_path(name: str) -> bool:
+    """True for names that can only mean a local path: ``/x``, ``./x``, ``../x``, ``~/x``, a
+    Windows separator, or more than one ``/`` (a hub id is ``name`` or ``org/name``)."""
+    name = str(name)
+    return name.startswith(("/", ".", "~")) or (os.sep != "/" and os.sep in name) or name.count("/") > 1
+
+
+def check_model_path(name: str, key: str = "model.name_or_path") -> None:
+    """Raise ``ValueError`` naming ``key`` when ``name`` is meant as a local path that does not exist."""
+    if looks_like_local_path(name) and not Path(name).expanduser().exists():
+        raise ValueError(f"{key}={name!r}: the path does not exist (give a save_pretrained directory or a hub name)")
+
+
 def load_policy(
     name_or_path: str,
     *,
@@ -54,6 +68,7 @@ def load_policy(
 
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
+    check_model_path(name_or_path)
     local = Path(name_or_path).expanduser()
     if local.exists() and not (local / "config.json").is_file():
         raise ValueError(f"model.name_or_path={name_or_path!r} is a path without config.json: not a save_pretrained directory")

@@ -9,10 +9,8 @@ answer happens to appear in it; ``truncated="verify"`` scores it like any other 
 
 from __future__ import annotations
 
-import re
+from collections.abc import Callable
 from dataclasses import dataclass
-
-_STEP = re.compile(r"(\d+)\s*([+\-*])\s*(\d+)\s*=\s*(\d+)")
 
 
 @dataclass
@@ -25,22 +23,6 @@ class Score:
     truncated: bool
 
 
-def arith_steps_valid(text: str) -> bool:
-    """True when ``text`` writes at least one step ``a op b = c`` and every step is true and
-    starts from the previous step's result (the worked-solution format of ``thr.tasks.arith``)."""
-    steps = _STEP.findall(text)
-    if not steps:
-        return False
-    previous = None
-    for a, op, b, c in steps:
-        x, y, z = int(a), int(b), int(c)
-        value = x + y if op == "+" else x - y if op == "-" else x * y
-        if value != z or (previous is not None and x != previous):
-            return False
-        previous = z
-    return True
-
-
 def score_response(
     text: str,
     gold: str,
@@ -50,12 +32,13 @@ def score_response(
     incorrect: float = 0.0,
     format_bonus: float = 0.0,
     truncated: str = "zero",
-    check_steps: bool = False,
+    checker: Callable[[str], bool] | None = None,
 ) -> Score:
     """Reward of one response ``text`` against ``gold``; see the module doc for the rules.
 
-    ``check_steps`` (built-in arithmetic task only) also requires :func:`arith_steps_valid`: a
-    right final answer reached through a wrong step does not count as correct.
+    ``checker(text)``, when given, must accept the response too: for the built-in tasks it is the
+    task's full check of the worked solution bound to the problem (``thr.tasks.solution_checker``),
+    so a right boxed number reached through a wrong or unrelated step does not count as correct.
     """
     from thr.verifier import extract_answer, verify
 
@@ -65,6 +48,6 @@ def score_response(
     if was_cut and truncated == "zero":
         return Score(incorrect, False, False, True)
     has_answer = extract_answer(text) is not None
-    ok = bool(has_answer and verify(text, gold)) and (not check_steps or arith_steps_valid(text))
+    ok = bool(has_answer and verify(text, gold)) and (checker is None or checker(text))
     reward = (correct if ok else incorrect) + (format_bonus if has_answer else 0.0)
     return Score(reward, ok, has_answer, was_cut)

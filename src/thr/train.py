@@ -15,6 +15,7 @@ import copy
 import json
 import math
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -23,7 +24,7 @@ from typing import Any
 import torch
 
 from thr import checkpoint as ckpt
-from thr.config import dump_yaml, load_config, to_dict
+from thr.config import dump_yaml, load_config, options_help, to_dict
 from thr.core import (
     entropy_from_logits,
     entropy_token_advantages,
@@ -32,13 +33,13 @@ from thr.core import (
     selective_log_softmax,
     steered_advantages,
 )
-from thr.modeling import capture_head_inputs, lm_head_weight, load_policy, output_embeddings
-from thr.prompts import format_prompt
+from thr.modeling import capture_head_inputs, check_model_path, lm_head_weight, load_policy, output_embeddings
+from thr.prompts import concrete_template, format_prompt, resolve_template
 from thr.rewards import score_response
 from thr.rollout import RolloutBatch, build_batch, policy_forward
 from thr.run_log import RunLogger, truncate_jsonl
 from thr.train_config import TrainConfig
-from thr.train_data import load_train_eval
+from thr.train_data import load_train_eval, solution_check, task_info, warn_base_outside_band
 from thr.train_thr import OldPassTHR
 
 
@@ -49,7 +50,20 @@ class Trainer:
         self.cfg = cfg.validate()
         self.created = time.perf_counter()  # wall time counts from here: warm start included
         self.out = Path(cfg.output_dir)
+        # inputs first: a bad data source or model path fails before any model loads or file is written
+        if cfg.model.name_or_path != "embedded":
+            check_model_path(cfg.model.name_or_path)
+        self.train_problems, self.eval_problems = load_train_eval(cfg)
+        created_out = not self.out.exists()
         self.out.mkdir(parents=True, exist_ok=True)
+        try:
+            self._setup(cfg)
+        except BaseException:
+            if created_out:  # leave nothing behind: the directory only holds what this call wrote
+                shutil.rmtree(self.out, ignore_errors=True)
+            raise
+
+    def _setup(self, cfg: TrainConfig) -> None:
         torch.manual_seed(cfg.seed)
         path = cfg.model.name_or_path
         self.setup_seconds = 0.0
@@ -68,12 +82,12 @@ class Trainer:
         if m.gradient_checkpointing:
             self.model.gradient_checkpointing_enable()
         self.device = next(self.model.parameters()).device
-        self.template = cfg.data.prompt_template
+        self.template, _ = resolve_template(cfg.data.prompt_template, path)  # auto: the saved model's template
         if path != cfg.model.name_or_path and self.template == "auto":
             self.template = "plain"  # the embedded model is trained on the plain template
-        self.train_problems, self.eval_problems = load_train_eval(cfg)
-        self.check_steps = cfg.reward.check_steps == "true" or (cfg.reward.check_steps == "auto" and cfg.data.train == "arith")
+        self.solution_check = solution_check(cfg)
         format_prompt(self.tokenizer, self.train_problems[0].problem, self.template)  # fail now, not mid-run
+        self.prompt_info = {"template": concrete_template(self.tokenizer, self.template), **task_info(cfg)}
         self.ref_model = self._make_reference() if cfg.optim.kl_coef > 0 else None
         self.thr_pass = OldPassTHR(cfg.thr, cfg.rollout.group_size, cfg.rollout.temperature,
                                    head_adapter=hasattr(output_embeddings(self.model), "base_layer"))
@@ -94,6 +108,8 @@ class Trainer:
         self.wall_offset = 0.0
         if cfg.resume:
             self._resume()
+        else:
+            self._start_fresh()
         dump_yaml(cfg, self.out / "config.yaml")
         self.logger = RunLogger(self.out, tensorboard=cfg.log.tensorboard, wandb=cfg.log.wandb,
                                 wandb_project=cfg.log.wandb_project, wandb_run_name=cfg.log.wandb_run_name, config=to_dict(cfg))
@@ -110,6 +126,7 @@ class Trainer:
     def _resume(self) -> None:
         last = ckpt.latest_checkpoint(self.out)
         if last is None:
+            self._truncate_logs(0)  # starting over: the logs of the lost steps go too
             print(f"resume: no checkpoint under {self.out / 'checkpoints'}; starting from step 0", file=sys.stderr)
             return
         state = torch.load(last / ckpt.STATE_FILE, weights_only=False)
@@ -120,9 +137,28 @@ class Trainer:
         self.step = state["step"]
         self.base_metrics = state.get("base_metrics", {})
         self.wall_offset = state.get("wall_seconds", 0.0)
-        for name in ("metrics.jsonl", "groups.jsonl"):
-            truncate_jsonl(self.out / name, self.step)
+        self._truncate_logs(self.step)
         print(f"resumed from {last} (step {self.step})", file=sys.stderr)
+
+    def _start_fresh(self) -> None:
+        """A new run in a directory that holds an earlier one: its logs and checkpoints go, so that
+        the logs describe this run only and ``--resume`` never picks up the other run's state."""
+        old = [p for p in (self.out / "metrics.jsonl", self.out / "groups.jsonl", self.out / "checkpoints") if p.exists()]
+        if old:
+            print(f"{self.out} holds an earlier run: starting a new one, removing its "
+                  f"{', '.join(p.name for p in old)} (resume=true continues a run instead)", file=sys.stderr)
+            self._truncate_logs(0)
+            shutil.rmtree(self.out / "checkpoints", ignore_errors=True)
+
+    def _truncate_logs(self, done: int) -> None:
+        """Drop the log records of every step after the first ``done`` ones (resume continues there).
+
+        ``metrics.jsonl`` numbers a step's record after it (step ``k`` is the ``k``-th step; 0 is
+        the evaluation before training, redone when ``done`` is 0); ``groups.jsonl`` by the step's
+        index (``k - 1``).
+        """
+        truncate_jsonl(self.out / "metrics.jsonl", done if done else -1)
+        truncate_jsonl(self.out / "groups.jsonl", done - 1)
 
     def save_checkpoint(self, wall_seconds: float) -> Path:
         state = {
@@ -130,7 +166,8 @@ class Trainer:
             "rng": ckpt.rng_state(), "step": self.step, "base_metrics": self.base_metrics,
             "wall_seconds": wall_seconds, "config": to_dict(self.cfg),
         }
-        path = ckpt.save_model_atomic(self.model, self.tokenizer, ckpt.checkpoint_dir(self.out, self.step), state)
+        path = ckpt.save_model_atomic(self.model, self.tokenizer, ckpt.checkpoint_dir(self.out, self.step), state,
+                                      prompt=self.prompt_info)
         ckpt.prune_checkpoints(self.out, self.cfg.keep_checkpoints)
         return path
 
@@ -158,10 +195,16 @@ class Trainer:
         scores = [
             score_response(s.text, problems[s.prompt_index].answer, finish_reason=s.finish_reason, correct=rw.correct,
                            incorrect=rw.incorrect, format_bonus=rw.format_bonus, truncated=rw.truncated,
-                           check_steps=self.check_steps)
+                           checker=self._checker(problems[s.prompt_index]))
             for s in samples
         ]
         return problems, samples, scores
+
+    def _checker(self, problem: Any) -> Any:
+        """The full solution check of ``problem`` (built-in tasks with ``reward.check_steps``)."""
+        from thr.tasks import checker_for
+
+        return checker_for(problem) if self.solution_check is not None else None
 
     # ----------------------------------------------------------------------------- old pass + THR
     @torch.no_grad()
@@ -195,7 +238,9 @@ class Trainer:
             if not self.thr_pass.use_logits(hidden, W, logits, sub.response_mask):
                 logits = None  # freed before THR (thr.reuse_logits: auto with bf16 logits, off, or a non-linear head)
             t0 = time.perf_counter()
-            if sub.response_mask.any():
+            if sub.response_mask.any() and self.thr_pass.c.influence == "network":  # over thr.network_params
+                influence[idx, :t] = self.thr_pass.network(self.model, sub, positive[idx]).float()
+            elif sub.response_mask.any():
                 influence[idx, :t] = self.thr_pass(hidden, W, sub.response_ids, sub.response_mask, positive[idx],
                                                    logits=logits, log_probs=sub_lp).float()
             thr_seconds += time.perf_counter() - t0
@@ -378,8 +423,8 @@ class Trainer:
         if self.step == 0 and cfg.eval.before:
             self.base_metrics = self.evaluate(0)
             self.logger.log(0, {**self.base_metrics, "time/wall": time.perf_counter() - start_wall})
+            warn_base_outside_band(cfg, self.base_metrics)
         bar = _progress(cfg.steps, self.step, cfg.log.progress)
-        last_eval = self.base_metrics
         try:
             while self.step < cfg.steps:
                 try:
@@ -388,13 +433,11 @@ class Trainer:
                     raise RuntimeError(_OOM_HELP.format(step=self.step + 1, ckpt=ckpt.latest_checkpoint(self.out))) from err
                 self.step += 1
                 if cfg.eval.every and self.step % cfg.eval.every == 0 and self.step < cfg.steps:
-                    last_eval = self.evaluate(self.step)
-                    metrics.update(last_eval)
+                    metrics.update(self.evaluate(self.step))
                 metrics["time/wall"] = time.perf_counter() - start_wall
                 self.logger.log(self.step, metrics)
                 if bar is not None:
-                    bar.set_postfix(reward=f"{metrics['reward/mean']:.2f}", acc=f"{last_eval.get('eval/greedy_accuracy', float('nan')):.2f}",
-                                    thr=f"{metrics['time/thr_share']:.0%}")
+                    bar.set_postfix(progress_postfix(metrics), refresh=False)
                     bar.update(1)
                 if cfg.save_every and self.step % cfg.save_every == 0 and self.step < cfg.steps:
                     self.save_checkpoint(time.perf_counter() - start_wall)
@@ -405,7 +448,7 @@ class Trainer:
         final_eval = self.base_metrics if self.step == 0 and self.base_metrics else self.evaluate(self.step)
         wall = time.perf_counter() - start_wall
         self.logger.log(self.step, {**final_eval, "time/wall": wall})
-        ckpt.save_model_atomic(self.model, self.tokenizer, self.out / "final")
+        ckpt.save_model_atomic(self.model, self.tokenizer, self.out / "final", prompt=self.prompt_info)
         summary = build_summary(self.base_metrics, final_eval, wall, self.step, self.out)
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         self.logger.close()
@@ -446,6 +489,20 @@ def build_summary(base: dict[str, float], final: dict[str, float], wall: float, 
     }
 
 
+def progress_postfix(metrics: dict[str, Any]) -> dict[str, str]:
+    """What the progress bar shows after a step: that step's own figures, labelled.
+
+    ``rollout_reward`` / ``rollout_acc``: mean reward and verified-correct share of the step's
+    sampled responses; ``heldout_acc``: greedy held-out accuracy, only on a step that evaluated
+    (``eval.every``); ``thr_time``: THR's share of the step's time.
+    """
+    out = {"rollout_reward": f"{metrics['reward/mean']:.2f}", "rollout_acc": f"{metrics['reward/accuracy']:.2f}"}
+    if "eval/greedy_accuracy" in metrics:
+        out["heldout_acc"] = f"{metrics['eval/greedy_accuracy']:.2f}"
+    out["thr_time"] = f"{metrics['time/thr_share']:.0%}"
+    return out
+
+
 def _progress(total: int, initial: int, enabled: bool) -> Any:
     if not enabled:
         return None
@@ -454,12 +511,24 @@ def _progress(total: int, initial: int, enabled: bool) -> Any:
     return tqdm(total=total, initial=initial, desc="thr train", unit="step", dynamic_ncols=True)
 
 
+def train_usage() -> str:
+    """``thr train --help``: every option of :class:`TrainConfig` with its type, default and doc."""
+    head = [
+        "usage: thr train [--config configs/x.yaml] [section.key=value | --section.key value ...]",
+        "",
+        "RL training (GRPO / GSPO-token) with THR steering; no arguments: the embedded default.",
+        "Values come from the defaults below, then the --config YAML preset, then the command line.",
+        "",
+        "options (full docs: src/thr/train_config.py, docs/training.md):",
+    ]
+    return "\n".join(head + options_help(TrainConfig()))
+
+
 def cli_main(argv: list[str] | None = None) -> int:
     """``thr train [--config FILE] [key=value ...]``; prints before/after accuracy."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in ("-h", "--help"):
-        print(__doc__)
-        print("usage: thr train [--config configs/x.yaml] [section.key=value ...]  (fields: see thr/train_config.py)")
+    if any(a in ("-h", "--help") for a in argv):
+        print(train_usage())
         return 0
     cfg = load_config(TrainConfig, argv)
     summary = Trainer(cfg).train()

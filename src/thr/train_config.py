@@ -1,6 +1,7 @@
 """``TrainConfig``: the one config of ``thr train``, in sections.
 
-Every field is documented once, here. Override from YAML (``--config configs/x.yaml``) or the
+Every field is documented once, here, as ``name: text`` lines in its section's docstring;
+``thr train --help`` is generated from them (``thr.config.options_help``). Override from YAML (``--config configs/x.yaml``) or the
 command line (``thr.p=0.2``, ``--rollout.group_size 8``). ``validate()`` raises ``ValueError``
 naming the field and how to fix it.
 """
@@ -42,19 +43,20 @@ class ModelSection:
 class DataSection:
     """Training and held-out problems.
 
-    train: ``arith`` (the built-in task), a benchmark name, a ``.jsonl``/``.parquet`` path or an
+    train: ``columns`` or ``arith`` (the built-in tasks, ``thr.tasks``; the embedded model's task
+        uses its ``embedded.*`` settings), a benchmark name, a ``.jsonl``/``.parquet`` path or an
         HF dataset name (online only); see ``thr.data.load_problems``.
-    train_split: split of ``train`` (``train`` for ``arith`` and HF datasets).
+    train_split: split of ``train`` (``train`` for the built-in tasks and HF datasets).
     eval: held-out source in the same forms (empty string: no evaluation).
-    eval_split: split of ``eval`` (``test`` for ``arith``).
+    eval_split: split of ``eval`` (``test`` for the built-in tasks).
     problem_field, answer_field: field names in JSONL/Parquet/HF rows (empty: auto-detect).
     prompt_template: ``auto``, ``plain``, ``boxed``, ``qwen_math`` or ``chat`` (``thr.prompts``).
     train_limit: use only the first N training problems (0: all).
     """
 
-    train: str = "arith"
+    train: str = "columns"
     train_split: str = "train"
-    eval: str = "arith"
+    eval: str = "columns"
     eval_split: str = "test"
     problem_field: str = ""
     answer_field: str = ""
@@ -81,7 +83,7 @@ class RolloutSection:
     group_size: int = 8
     temperature: float = 1.0
     top_p: float = 1.0
-    max_new_tokens: int = 48
+    max_new_tokens: int = 160
     batch_size: int = 128
 
 
@@ -95,12 +97,15 @@ class RewardSection:
     truncated: ``zero`` gives a response cut at ``max_new_tokens`` the ``incorrect`` reward and
         no format bonus, even if it holds a boxed answer (it never finished); ``verify`` scores it
         like any other response.
-    check_steps: ``auto`` (on for the built-in ``arith`` task, off otherwise), ``true`` or
-        ``false``. When on, a response is correct only if its final answer verifies AND every
-        written step ``a op b = c`` is true and chained. The worked solution is
-        part of that task's verifiable output; without this, most rewarded responses of a weak
-        tiny model reach the right answer through a wrong step, and GRPO reinforces the wrong
-        arithmetic (see docs/embedded.md).
+    check_steps: ``auto`` (on for the built-in tasks ``columns`` and ``arith``, off otherwise),
+        ``true`` or ``false``. When on, a response is correct only if its final answer verifies
+        AND the task's full check accepts the worked solution (``thr.tasks``: every step starts
+        from the previous result and uses the problem's numbers, every step is right, the box
+        holds the last result). Held-out accuracy on those tasks uses the same check, in the
+        trainer and in ``thr eval``. Without it, a weak tiny model is rewarded for right answers
+        reached through wrong steps, and GRPO reinforces the wrong arithmetic (docs/embedded.md).
+        With ``false`` the reward is answer-only while held-out accuracy on a built-in task
+        still applies the full check.
     """
 
     correct: float = 1.0
@@ -123,7 +128,17 @@ class THRSection:
     beta: NTHR threshold factor.
     quantile: fraction of tokens per group kept as dominant in ``quantile`` mode.
     value: the threshold in ``absolute`` mode.
-    influence: ``full`` (THR) or ``self`` (only each token's own ``<g,g><h,h>`` term: a control).
+    influence: ``full`` (THR: gradients with respect to the LM head), ``self`` (only each token's
+        own ``<g,g><h,h>`` term: a control) or ``network`` (the same inner product over the
+        parameters of ``network_params``, exact, by one backward and one forward-mode pass per
+        group: ``thr.core.network_token_influence``, docs/network-thr.md). ``network`` ignores
+        ``method``, ``chunk_size``, ``algorithm``, ``reuse_logits``, ``max_kept_gb`` and ``tf32``.
+    network_params: the parameter set of ``influence=network``: ``all`` (every trainable
+        parameter: the whole network, or the LoRA adapters with ``model.lora_r > 0``),
+        ``last:N`` (the trainable parameters of the last N transformer blocks and those after
+        them: final norm, LM head) or ``re:REGEX`` (trainable parameters whose name matches).
+    network_rows: ``influence=network`` only: sequences per backward / forward-mode pass (0: a
+        whole group); lower it to bound memory.
     method: ``auto``, ``mform`` or ``pair`` (exact algorithms, see ``thr.core.influence``).
     chunk_size: tokens per streamed chunk in the THR computation.
     algorithm: ``exact`` (``thr.core.token_influence_batched``) or ``approx`` (the
@@ -158,6 +173,8 @@ class THRSection:
     quantile: float = 0.2
     value: float = 0.0
     influence: str = "full"
+    network_params: str = "all"
+    network_rows: int = 0
     method: str = "auto"
     chunk_size: int = 1024
     algorithm: str = "exact"
@@ -182,7 +199,7 @@ class OptimSection:
     optimizer: ``adamw`` or ``sgd`` (plain SGD with ``sgd_momentum``; on tiny models Adam's
         per-parameter normalisation turns noisy policy gradients into a random walk of size lr).
     lr: learning rate (the default suits the embedded tiny model; real-model presets use 1e-6).
-        weight_decay, adam_beta1, adam_beta2, adam_eps: AdamW settings.
+    weight_decay, adam_beta1, adam_beta2, adam_eps: AdamW settings.
     sgd_momentum: momentum of ``sgd``.
     lr_schedule: ``constant``, ``linear`` or ``cosine`` decay after ``warmup_steps``.
     warmup_steps: optimizer steps of linear warmup.
@@ -210,7 +227,7 @@ class OptimSection:
     kl_coef: float = 0.0
     entropy_coef: float = 0.0
     optimizer: str = "adamw"
-    lr: float = 1e-4
+    lr: float = 3e-4
     weight_decay: float = 0.0
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
@@ -232,7 +249,8 @@ class EvalSection:
     every: evaluate every N steps (0: only before and after training).
     before: evaluate the starting model before step 1 (``false`` skips it, e.g. when many runs
         share one base model that is scored once).
-    limit: held-out problems used (0: all).
+    limit: held-out problems used, the first N of the split (0: all; the default 500 keeps the
+        embedded default's two evaluations to about a minute and a half each on one core).
     n: samples per problem for pass@k (k = 1, 2, 4, ..., n); 0 skips sampling.
     temperature: sampling temperature of the pass@k samples.
     max_new_tokens: response budget (0: the rollout's).
@@ -241,7 +259,7 @@ class EvalSection:
 
     every: int = 0
     before: bool = True
-    limit: int = 0
+    limit: int = 500
     n: int = 8
     temperature: float = 1.0
     max_new_tokens: int = 0
@@ -254,8 +272,10 @@ class LogSection:
 
     tensorboard: also write TensorBoard events under ``output_dir/tb``.
     wandb: also log to Weights & Biases (``wandb_project``, ``wandb_run_name``).
+    wandb_project, wandb_run_name: W&B project and run name (empty name: W&B picks one).
     groups_every: write the tokens, THR and influence of ``groups_per_log`` groups to
         ``groups.jsonl`` every N steps (for heat maps; 0: never).
+    groups_per_log: groups written to ``groups.jsonl`` per logged step.
     progress: show a progress bar.
     likelihood_dynamics: after each update, re-score the batch's correct (and incorrect)
         responses and log the change of their mean token log-likelihood (``likelihood/...``),
@@ -285,7 +305,7 @@ class TrainConfig:
     """
 
     output_dir: str = "runs/thr-default"
-    steps: int = 140
+    steps: int = 40
     seed: int = 0
     save_every: int = 50
     keep_checkpoints: int = 2
@@ -308,7 +328,7 @@ class TrainConfig:
             "reward.check_steps": (self.reward.check_steps, ("auto", "true", "false")),
             "thr.mode": (self.thr.mode, ("off", "reweight", "dominant", "entropy")),
             "thr.threshold": (self.thr.threshold, ("nthr", "quantile", "absolute")),
-            "thr.influence": (self.thr.influence, ("full", "self")),
+            "thr.influence": (self.thr.influence, ("full", "self", "network")),
             "thr.method": (self.thr.method, ("auto", "mform", "pair")),
             "thr.algorithm": (self.thr.algorithm, ("exact", "approx")),
             "thr.reuse_logits": (self.thr.reuse_logits, ("auto", "on", "off")),
@@ -349,6 +369,20 @@ class TrainConfig:
         if self.thr.approx_top_k and self.thr.algorithm != "approx":
             raise ValueError(f"thr.approx_top_k={self.thr.approx_top_k} only applies to thr.algorithm=approx; "
                              "set thr.algorithm=approx or thr.approx_top_k=0")
+        if not (self.thr.network_params == "all" or self.thr.network_params.startswith("re:")
+                or (self.thr.network_params.startswith("last:") and self.thr.network_params[5:].isdigit()
+                    and int(self.thr.network_params[5:]) >= 1)):
+            raise ValueError(f"thr.network_params={self.thr.network_params!r} is not valid; use all, last:N (N >= 1) "
+                             "or re:REGEX")
+        if self.thr.network_params.startswith("re:"):
+            import re
+
+            try:
+                re.compile(self.thr.network_params[3:])
+            except re.error as err:
+                raise ValueError(f"thr.network_params={self.thr.network_params!r}: bad regular expression ({err})") from None
+        if self.thr.network_rows < 0:
+            raise ValueError(f"thr.network_rows must be >= 0 (0: a whole group per pass), got {self.thr.network_rows}")
         if not 0 <= self.thr.max_kept_gb < float("inf"):
             raise ValueError(f"thr.max_kept_gb must be a finite number >= 0 (0: the core default, 2 GiB), "
                              f"got {self.thr.max_kept_gb}")
@@ -365,5 +399,13 @@ class TrainConfig:
         if self.model.lora_r < 0:
             raise ValueError("model.lora_r must be >= 0 (0 disables LoRA)")
         if self.model.name_or_path == "embedded":
-            self.embedded.validate()
+            try:
+                self.embedded.validate()
+            except ValueError as err:
+                raise ValueError(f"embedded.*: {err}") from None
+            for key in ("train", "eval"):
+                source = getattr(self.data, key)
+                if source in ("columns", "arith") and source != self.embedded.task:
+                    raise ValueError(f"data.{key}={source} but embedded.task={self.embedded.task}: the embedded model "
+                                     f"is warm-started on embedded.task; set data.{key}={self.embedded.task} too")
         return self

@@ -2,35 +2,74 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import torch
 
-from thr.data import Problem, load_arith, load_problems
+from thr.data import Problem, load_problems, load_task
 
 
 def load_train_eval(cfg: Any) -> tuple[list[Problem], list[Problem]]:
     """``(train, held_out)`` problems of a :class:`thr.train_config.TrainConfig`.
 
-    ``arith`` uses the embedded model's task settings (``cfg.embedded``) so that the RL task is
-    the one the warm start was trained on, with the same disjoint splits.
+    A built-in task (``columns``, ``arith``) that is the embedded model's task uses its settings
+    (``cfg.embedded``), so that the RL task is the one the warm start was trained on, with the same
+    disjoint splits; another built-in task uses its defaults with ``cfg.embedded.seed``.
     """
     d = cfg.data
     fields = dict(problem_field=d.problem_field or None, answer_field=d.answer_field or None)
     task = cfg.embedded.task_kwargs()
 
-    def load(source: str, split: str) -> list[Problem]:
-        if source == "arith":
-            return load_arith(split, **task)
-        return load_problems(source, split=split or None, **fields)
+    def load(key: str, source: str, split: str) -> list[Problem]:
+        if source in ("columns", "arith"):
+            kwargs = task if source == cfg.embedded.task else {"seed": cfg.embedded.seed}
+            return load_task(source, split, **kwargs)
+        try:
+            return load_problems(source, split=split or None, key_prefix="data.", **fields)
+        except FileNotFoundError as err:
+            raise ValueError(f"data.{key}: {err}") from None
 
-    train = load(d.train, d.train_split)
+    train = load("train", d.train, d.train_split)
     if d.train_limit:
         train = train[: d.train_limit]
     if not train:
         raise ValueError(f"data.train={d.train!r} gave no problems; point it at a dataset with rows")
-    held_out = load(d.eval, d.eval_split) if d.eval else []
+    held_out = load("eval", d.eval, d.eval_split) if d.eval else []
     return train, held_out
+
+
+def warn_base_outside_band(cfg: Any, base: dict[str, float]) -> None:
+    """Say so when the embedded ``columns`` model starts outside its intended greedy band."""
+    from thr.embedded import GREEDY_BAND
+
+    greedy = base.get("eval/greedy_accuracy")
+    if cfg.model.name_or_path != "embedded" or cfg.embedded.task != "columns" or cfg.data.eval != "columns":
+        return
+    if greedy is not None and not GREEDY_BAND[0] <= greedy <= GREEDY_BAND[1]:
+        print(f"warning: the embedded base model's held-out greedy accuracy is {greedy:.1%}, outside the intended "
+              f"{GREEDY_BAND[0]:.0%}-{GREEDY_BAND[1]:.0%} (see docs/embedded.md); RL figures will not compare "
+              "with the documented ones", file=sys.stderr)
+
+def solution_check(cfg: Any) -> Any:
+    """``check_solution(text, problem)`` of the built-in training task when ``reward.check_steps``
+    asks for it (``auto``: for ``columns`` and ``arith``), else None."""
+    from thr.tasks import solution_checker
+
+    check = solution_checker(cfg.data.train)
+    if cfg.reward.check_steps == "true" and check is None:
+        raise ValueError(f"reward.check_steps=true needs a built-in task as data.train (columns or arith), "
+                         f"got {cfg.data.train!r}; use reward.check_steps=auto")
+    return check if cfg.reward.check_steps != "false" else None
+
+def task_info(cfg: Any) -> dict[str, Any]:
+    """The built-in task of ``data.train`` and its settings (as ``thr.train_data`` loads it), for
+    ``thr_prompt.json``; empty for other data."""
+    source, embedded_task = cfg.data.train, getattr(cfg.embedded, "task", "arith")
+    if source not in ("columns", "arith"):
+        return {}
+    settings = cfg.embedded.task_kwargs() if source == embedded_task else {"seed": cfg.embedded.seed}
+    return {"task": source, "task_settings": settings}
 
 
 def group_records(trainer: Any, problems, samples, scores, batch, old, advantages, token_adv) -> list[dict[str, Any]]:

@@ -5,6 +5,10 @@ forward's logits, the old log-probs) into influence ``[B_micro, t]`` following `
 (``algorithm``, ``reuse_logits``, ``approx_top_k``, ``max_kept_gb``; documented in
 :class:`thr.train_config.THRSection`).
 
+With ``thr.influence=network``, :meth:`OldPassTHR.network` instead calls
+:func:`thr.core.network_token_influence` on the micro-batch's prompt + response layout, over the
+parameters that ``thr.network_params`` selects (:func:`select_network_parameters`).
+
 Reusing the logits saves THR's own softmax products, but is only right when the LM head is a
 plain linear map (``logits == hidden @ W.T``: no soft-capping, no logit scale, no LoRA on the
 head). That is checked once, on the first micro-batch, on a few rows.
@@ -13,11 +17,17 @@ head). That is checked once, on the first micro-batch, on a few rows.
 from __future__ import annotations
 
 import contextlib
+import re
 import sys
 
 import torch
 
-from thr.core import token_influence_approx_batched, token_influence_batched, token_self_influence
+from thr.core import (
+    network_token_influence,
+    token_influence_approx_batched,
+    token_influence_batched,
+    token_self_influence,
+)
 
 # (rtol, atol relative to the row's largest |logit|) of the plain-linear-head check, by logits dtype
 _HEAD_TOL = {torch.float64: 1e-6, torch.float32: 5e-3}  # float32: room for TF32 matmuls
@@ -57,6 +67,7 @@ class OldPassTHR:
         self.head_adapter = head_adapter
         self.head_linear: bool | None = None  # decided on the first micro-batch that wants the logits
         self.log_probs_ok = False  # approx may take the old log-probs as its normalizer (see use_logits)
+        self.network_params: list[torch.nn.Parameter] | None = None  # influence=network: chosen on first use
 
     def use_logits(self, hidden: torch.Tensor, weight: torch.Tensor, logits: torch.Tensor, mask: torch.Tensor) -> bool:
         """Whether this micro-batch's logits go to THR (if not, drop them before calling THR).
@@ -67,7 +78,7 @@ class OldPassTHR:
         float32/float64 logits only: otherwise ``hidden @ W.T`` and the log-probs disagree).
         """
         mode, full = self.c.reuse_logits, logits.dtype in (torch.float32, torch.float64)
-        wants_check = self.c.influence != "self" and (mode != "off" or self.c.algorithm == "approx")
+        wants_check = self.c.influence == "full" and (mode != "off" or self.c.algorithm == "approx")
         if self.head_linear is None and wants_check and bool(mask.any()):
             ok, why = head_is_linear(hidden, weight, logits, mask)
             if self.head_adapter:  # equal at LoRA init (B = 0), not after training: never reuse
@@ -79,7 +90,7 @@ class OldPassTHR:
                 print(f"thr: recomputing THR's probabilities from hidden @ lm_head.weight.T, since {why}", file=sys.stderr)
             self.head_linear = ok
         self.log_probs_ok = bool(self.head_linear) and full
-        if self.c.influence == "self" or mode == "off" or not bool(mask.any()):
+        if self.c.influence != "full" or mode == "off" or not bool(mask.any()):
             return False
         if mode == "auto" and not full:
             return False  # bf16/fp16 logits would round the probabilities (about 2 % relative error)
@@ -92,6 +103,19 @@ class OldPassTHR:
         old log-probs of the micro-batch (at the rollout temperature; used by ``algorithm=approx``)."""
         with self._matmul_precision(hidden, weight):
             return self._influence(hidden, weight, response_ids, response_mask, positive, logits, log_probs)
+
+    def network(self, model, sub, positive: torch.Tensor) -> torch.Tensor:
+        """``influence=network``: influence ``[B_micro, t]`` over ``network_params`` of one micro-batch
+        (a :class:`thr.rollout.RolloutBatch` of whole groups; prompt + response layout)."""
+        if self.network_params is None:
+            self.network_params = select_network_parameters(model, self.c.network_params)
+        P = sub.prompt_width
+        response = torch.zeros(sub.attention_mask.shape, dtype=torch.bool, device=sub.attention_mask.device)
+        response[:, P:] = sub.response_mask
+        s = network_token_influence(model, sub.input_ids, sub.attention_mask, response, positive, group_size=self.G,
+                                    temperature=self.tau, parameters=self.network_params,
+                                    rows_per_pass=self.c.network_rows or None)
+        return s[:, P:]
 
     def _matmul_precision(self, hidden: torch.Tensor, weight: torch.Tensor):
         """TF32 for THR's float32 products on CUDA per ``thr.tf32`` (restored afterwards)."""
@@ -116,6 +140,44 @@ class OldPassTHR:
                                                   top_k=c.approx_top_k, token_log_probs=log_probs if self.log_probs_ok else None,
                                                   **common)
         return token_influence_batched(hidden, weight, response_ids, response_mask, positive, **common)
+
+
+_BLOCK = re.compile(r"(?:^|\.)(?:layers|layer|h|blocks)\.(\d+)\.")
+
+
+def select_network_parameters(model, spec: str) -> list[torch.nn.Parameter]:
+    """The trainable parameters named by ``thr.network_params``: ``all``, ``last:N`` or ``re:REGEX``.
+
+    ``last:N``: blocks are found by name (``...layers.<i>.``, as in Qwen2, Llama and their peft
+    wrappers); the parameters registered after the last block (final norm, LM head) are kept, those
+    before the first (embeddings, so also a head tied to them) are not.
+    """
+    named = list(model.named_parameters())
+    trainable = [(n, p) for n, p in named if p.requires_grad]
+    if spec == "all":
+        chosen = trainable
+    elif spec.startswith("re:"):
+        rx = re.compile(spec[3:])
+        chosen = [(n, p) for n, p in trainable if rx.search(n)]
+    elif spec.startswith("last:"):
+        n_last = int(spec[5:])
+        blocks = [(i, int(m.group(1))) for i, (n, _) in enumerate(named) if (m := _BLOCK.search(n))]
+        if not blocks:
+            raise ValueError(f"thr.network_params={spec!r}: no transformer blocks found (parameter names like "
+                             "model.layers.<i>.*); use re:REGEX")
+        first = max(b for _, b in blocks) + 1 - n_last
+        after = max(i for i, _ in blocks)
+        keep = set()
+        for i, (n, _) in enumerate(named):
+            m = _BLOCK.search(n)
+            if (m and int(m.group(1)) >= first) or (m is None and i > after):
+                keep.add(n)
+        chosen = [(n, p) for n, p in trainable if n in keep]
+    else:
+        raise ValueError(f"thr.network_params={spec!r} is not valid; use all, last:N or re:REGEX")
+    if not chosen:
+        raise ValueError(f"thr.network_params={spec!r} selects no trainable parameter")
+    return [p for _, p in chosen]
 
 
 @contextlib.contextmanager

@@ -4,6 +4,7 @@ Pipeline for one call (see ``docs/verifier.md`` for the full rules):
 
 1. :func:`extract_answer` pulls the final answer out of the completion (and out of the gold
    when the gold is itself a solution with ``\\boxed{}`` or ``####``).
+   Units written after a number on both sides must agree (``12 cm`` is not ``12 m``).
 2. A cheap in-process fast path decides most cases: :func:`normalize_answer` string equality,
    exact rational comparison of plain numbers, element-wise comparison of tuples, intervals,
    sets and comma lists.
@@ -27,12 +28,11 @@ import threading
 import time
 from typing import Any
 
+from thr._answer_extract import all_boxes, answer_region, extract_from_text
 from thr._latex_norm import (
-    answer_region,
     as_rational,
     base_number,
     bracketed,
-    extract_from_text,
     is_word_answer,
     normalize_answer,  # noqa: F401 - re-exported API
     normalize_core,
@@ -41,13 +41,14 @@ from thr._latex_norm import (
     rationals_match,
     split_assignment,
     split_top,
+    unit_of,
     word_key,
 )
 
 __all__ = ["extract_answer", "normalize_answer", "verify", "verify_batch", "warmup", "shutdown_worker"]
 
 _WORKER_START_TIMEOUT_S = 120.0
-# The worker needs only this module and thr._latex_norm: register ``thr`` as a bare package
+# The worker needs only this module, thr._answer_extract and thr._latex_norm: register ``thr`` as a bare package
 # pointing at its directory so that thr/__init__.py (which may import torch) is not executed.
 _WORKER_BOOT = (
     "import sys, types; pkg = types.ModuleType('thr'); pkg.__path__ = [sys.argv[1]]; "
@@ -59,12 +60,18 @@ _WORKER_BOOT = (
 
 
 def extract_answer(response: str) -> str | None:
-    """Final answer of a completion, as the raw substring; None when there is none.
+    """Final answer of a completion, as text (a substring of it, several boxes joined with
+    ``", "``, or the value side of an equation); None when there is none.
 
-    Order: the last ``\\boxed{...}``/``\\fbox{...}`` (nested braces; ``\\boxed 5``); else the text
-    after the last "answer is"/"final answer:"; else GSM8K ``#### N``; else a final line that is
-    only a number. A truncated last box (unbalanced braces) gives None. With a think trace, only
-    the text after the last ``</think>`` is searched; an unclosed ``<think>`` gives None.
+    Precedence (the first that applies; ``docs/verifier.md`` has the details): the last
+    ``\\boxed{...}``/``\\fbox{...}``, merged with the boxes just before it when only separators
+    join them (``x=\\boxed{2}`` or ``x=\\boxed{3}`` -> ``2, 3``); else the answer after the last
+    "final answer is"/"the answer is"/"answer:" phrase or "Final Answer" heading; else GSM8K
+    ``#### N``; else the last display math (``\\[..\\]``, ``$$..$$``) at the end; else the final
+    line when it is only an answer, holds its last inline math, or states a number
+    (``So the total is 36.``); a one-line response that is just a formula is its own answer.
+    A truncated last box gives None. With a think trace, only the text after the last
+    ``</think>`` is searched; an unclosed ``<think>`` gives None.
     """
     if not isinstance(response, str) or not response.strip():
         return None
@@ -84,8 +91,21 @@ def _gold_answer(gold: Any) -> str | None:
     gold = str(gold).strip()
     if not gold:
         return None
-    if re.search(r"\\(?:boxed|fbox)\b|####", gold):
-        return extract_answer(gold)
+    boxed = re.search(r"\\(?:boxed|fbox)\b|####", gold) is not None
+    if not boxed and len(gold) > 60 and re.search(r"final\s+answer", gold, re.IGNORECASE):
+        return extract_answer(gold)  # a worked solution ending "The final answer is $X$."
+    if boxed:
+        answer = extract_answer(gold)
+        region = answer_region(gold)
+        short = region is not None and len(region) <= 200 and "\n" not in region.strip()
+        boxes = all_boxes(region, max_words_between=3) if answer is not None and short else []
+        if len(set(boxes)) > 1:
+            # a short reference whose boxes are joined by a few words ("\\boxed{1} papers and
+            # \\boxed{2} bins", not "\\boxed{1}. No: \\boxed{2}") has a several-part answer: all
+            # of them, never just the last (a full solution that repeats its answer in several
+            # boxes keeps the last-box rule)
+            return ", ".join(dict.fromkeys(boxes))
+        return answer
     return gold
 
 
@@ -106,6 +126,17 @@ def _fast(gold: str, pred: str) -> bool | None:
     if rg is None and rp is None and is_word_answer(gold) and is_word_answer(pred):
         return word_key(gold) == word_key(pred)
     return None
+
+
+def _decimal_comma_pair(a: str, b: str) -> bool:
+    """``a`` is ``b`` with its decimal point written as a comma (``1,22`` / ``1.22``). Only one
+    comma, not a thousands pattern (``1,000`` is 1000, not 1.0; see ``_THOUSANDS_RE``), and
+    only for whole answers: inside a tuple or list the comma separates items."""
+    return (
+        re.fullmatch(r"-?\d+,\d+", a) is not None
+        and re.fullmatch(r"-?\d+\.\d+", b) is not None
+        and a.replace(",", ".") == b
+    )
 
 
 # ----------------------------------------------------------------------------- sympy worker
@@ -400,6 +431,8 @@ def _equivalent(gold: str, pred: str, deadline: float, depth: int = 0) -> bool:
                 return False  # a tuple/interval never equals a bare list
             # one bracketed, one single item: leave it to sympy (e.g. "(1,2)" vs "1<x<2")
         elif len(lg) > 1 or len(lp) > 1:
+            if len(set(lg)) == len(lg) and all(bracketed(q) is not None for q in lp):
+                lp = list(dict.fromkeys(lp))  # a solution tuple listed twice is still one solution
             return _unordered_equal(lg, lp, deadline, depth)
     left = deadline - time.monotonic()
     if left <= 0.05:
@@ -447,9 +480,16 @@ def verify(response: str, gold: str, *, timeout_s: float = 2.0) -> bool:
         gold_raw = _gold_answer(gold)
         if not pred_raw or not gold_raw:
             return False
+        ug, up = unit_of(gold_raw), unit_of(pred_raw)
+        if ug is not None and up is not None and ug != up:
+            return False  # same number, different unit: 5 cm is not 5 m
         g, p = normalize_core(gold_raw), normalize_core(pred_raw)
         if not g or not p:
             return False
+        raw = gold_raw + " " + pred_raw
+        decimal_comma = _decimal_comma_pair(p, g)  # never the other way: a gold "-2,1" is a list
+        if decimal_comma and "{," not in raw and not re.search(r",\s", raw):
+            return True  # "1000,99" is 1000.99 ("1{,}5" is a grouping, "3, 75" a list)
         return _equivalent(g, p, deadline)
     except Exception:  # noqa: BLE001 - a reward function must not crash training
         return False

@@ -11,7 +11,7 @@ and probability (all under ``softmax(W h / temperature)``). It writes to ``outpu
 - ``heatmap.html``: every response of the first groups, tokens coloured by THR (hover: values);
 - ``groups.jsonl``: the per-token numbers; ``summary.json``: the numbers of every figure.
 
-Example: ``thr analyze --model embedded --data arith --group-size 8 --num-prompts 32``.
+Example: ``thr analyze --model embedded --data columns --group-size 8 --num-prompts 32``.
 """
 
 from __future__ import annotations
@@ -36,13 +36,14 @@ class AnalyzeConfig:
 
     model: ``embedded`` (the built-in warm-started model, settings in ``embedded.*``), a local
         ``save_pretrained`` directory or a hub name.
-    data: ``arith``, a packaged benchmark (``math500`` ...), a ``.jsonl``/``.parquet`` path or a
+    data: a built-in task (``columns``, ``arith``), a packaged benchmark (``math500`` ...), a ``.jsonl``/``.parquet`` path or a
         HF dataset name (see ``thr.data.load_problems``). split: its split (empty: default).
     problem_field, answer_field: field names of file/HF rows (empty: auto-detect).
     num_prompts: problems analysed (the first N). group_size: responses per problem, G.
     temperature, top_p, max_new_tokens: sampling (THR uses the same temperature).
-    prompt_template: ``auto``, ``plain``, ``boxed``, ``qwen_math`` or ``chat`` (``plain`` is forced
-        for the embedded model, which is trained on it).
+    prompt_template: ``auto`` (the template a saved model was trained with, from its
+        ``thr_prompt.json``; ``plain`` for the embedded model), ``plain``, ``boxed``, ``qwen_math``
+        or ``chat``.
     beta: NTHR threshold factor for dominant tokens. overlap_q: top fraction for the overlap.
     min_tokens: shorter responses are left out of the overlap statistic.
     heatmap_groups: groups rendered in ``heatmap.html`` (mixed groups first).
@@ -52,7 +53,7 @@ class AnalyzeConfig:
     """
 
     model: str = "embedded"
-    data: str = "arith"
+    data: str = "columns"
     split: str = ""
     problem_field: str = ""
     answer_field: str = ""
@@ -60,7 +61,7 @@ class AnalyzeConfig:
     group_size: int = 8
     temperature: float = 1.0
     top_p: float = 1.0
-    max_new_tokens: int = 48
+    max_new_tokens: int = 160
     prompt_template: str = "auto"
     beta: float = 1.0
     overlap_q: float = 0.2
@@ -96,28 +97,37 @@ class AnalyzeConfig:
 
 
 def load_model(cfg: AnalyzeConfig) -> tuple[Any, Any, str, dict[str, Any] | None]:
-    """``(model, tokenizer, prompt template, arith task settings or None)``."""
-    from thr.embedded import INFO_FILE, load_info, warm_start
-    from thr.modeling import load_policy
+    """``(model, tokenizer, prompt template, task settings or None)``.
 
-    path, template, task = cfg.model, cfg.prompt_template, None
+    A saved model's ``thr_prompt.json`` (``thr.prompts.load_prompt_info``) gives, with
+    ``prompt_template=auto``, its template, and when ``data`` is the built-in task it was trained
+    on, that task's settings.
+    """
+    from thr.embedded import warm_start
+    from thr.modeling import load_policy
+    from thr.prompts import resolve_template, task_of
+
+    path = cfg.model
     if cfg.model == "embedded":
         path = str(warm_start(cfg.embedded, progress=cfg.progress))
-    if (Path(path) / INFO_FILE).is_file():  # a warm-started directory: its task and template
-        task = EmbeddedConfig(**load_info(path)["config"]).task_kwargs()
-        template = "plain"
+    template, info = resolve_template(cfg.prompt_template, path)
+    task = task_of(info, cfg.data)
     model, tokenizer = load_policy(path, dtype=cfg.dtype, device=cfg.device, trust_remote_code=cfg.trust_remote_code)
     return model.eval(), tokenizer, template, task
 
 
 def load_data(cfg: AnalyzeConfig, task: dict[str, Any] | None) -> list[Any]:
-    from thr.data import load_arith, load_problems
+    """The first ``num_prompts`` problems of ``cfg.data`` (a built-in task with ``task`` settings)."""
+    from thr.data import load_problems, load_task
 
-    if cfg.data == "arith" and task is not None:
-        problems = load_arith(cfg.split or "test", **task)
+    if task is not None:
+        problems = load_task(cfg.data, cfg.split or "test", **task)
     else:
-        problems = load_problems(cfg.data, split=cfg.split or None, problem_field=cfg.problem_field or None,
-                                 answer_field=cfg.answer_field or None)
+        try:
+            problems = load_problems(cfg.data, split=cfg.split or None, problem_field=cfg.problem_field or None,
+                                     answer_field=cfg.answer_field or None)
+        except FileNotFoundError as err:
+            raise ValueError(f"data: {err}") from None
     if not problems:
         raise ValueError(f"data={cfg.data!r} gave no problems")
     return problems[: cfg.num_prompts]
@@ -128,12 +138,17 @@ def sample_groups(cfg: AnalyzeConfig, model: Any, tokenizer: Any, template: str,
     from thr.generation import generate
     from thr.prompts import format_prompt
     from thr.rewards import score_response
+    from thr.tasks import checker_for
 
     prompts = [format_prompt(tokenizer, p.problem, template) for p in problems]
     groups = generate(model, tokenizer, prompts, n=cfg.group_size, temperature=cfg.temperature, top_p=cfg.top_p,
                       max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, seed=cfg.seed, progress=cfg.progress)
     samples = [s for g in groups for s in g]
-    scores = [score_response(s.text, problems[s.prompt_index].answer, finish_reason=s.finish_reason) for s in samples]
+    scores = [  # a built-in task's problems are held to its full check, as in training
+        score_response(s.text, problems[s.prompt_index].answer, finish_reason=s.finish_reason,
+                       checker=checker_for(problems[s.prompt_index]))
+        for s in samples
+    ]
     return samples, scores
 
 
@@ -193,12 +208,18 @@ def write_outputs(out: Path, records: list[dict[str, Any]], summary: dict[str, A
 
 def run_analyze(cfg: AnalyzeConfig) -> dict[str, Any]:
     """Run the whole analysis; returns the summary written to ``output_dir/summary.json``."""
+    from thr.modeling import check_model_path
+
     cfg.validate()
     out = Path(cfg.output_dir)
     times: dict[str, float] = {}
     t0 = time.perf_counter()
+    if cfg.model != "embedded":
+        check_model_path(cfg.model, key="model")
+    problems = load_data(cfg, None)  # a bad source fails before the model loads
     model, tokenizer, template, task = load_model(cfg)
-    problems = load_data(cfg, task)
+    if task is not None:  # the built-in task the model was trained on, with its settings
+        problems = load_data(cfg, task)
     times["load"] = time.perf_counter() - t0
     samples, scores = sample_groups(cfg, model, tokenizer, template, problems)
     times["sample"] = time.perf_counter() - t0 - times["load"]

@@ -17,6 +17,7 @@ from .influence import (
 )
 from .losses import aggregate, policy_loss
 from .masked import entropy_from_logits, masked_mean, masked_sum, masked_var, selective_log_softmax
+from .network import network_token_influence
 from .weights import (
     entropy_token_advantages,
     influence_threshold,
@@ -35,6 +36,7 @@ __all__ = [
     "masked_mean",
     "masked_sum",
     "masked_var",
+    "network_token_influence",
     "policy_loss",
     "resolve_group_ids",
     "selective_log_softmax",

@@ -22,11 +22,12 @@ identical across runs, processes and machines.
 
 from __future__ import annotations
 
-import dataclasses
 import random
+import re
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Literal
+
+from thr.tasks import splits
 
 # Bump when the generator or the solution format changes: cached warm starts key on it.
 TASK_VERSION = "arith-1"
@@ -123,47 +124,44 @@ def make_problem(rng: random.Random, cfg: ArithConfig) -> dict[str, str]:
     raise ValueError(f"could not generate a problem under {cfg}; loosen max_result or the ranges")
 
 
-def _unique(rng: random.Random, cfg: ArithConfig, n: int, exclude: set[str]) -> list[dict[str, str]]:
-    """``n`` problems with distinct texts, none in ``exclude``."""
-    out: list[dict[str, str]] = []
-    seen = set(exclude)
-    budget = 50 * n + 1000
-    while len(out) < n:
-        if budget == 0:
-            raise ValueError(
-                f"only {len(out)} of {n} distinct problems found for {cfg}; "
-                "widen the difficulty ranges or ask for fewer problems"
-            )
-        budget -= 1
-        item = make_problem(rng, cfg)
-        if item["problem"] not in seen:
-            seen.add(item["problem"])
-            out.append(item)
-    return out
-
-
-@lru_cache(maxsize=8)
-def _splits(cfg: ArithConfig) -> dict[str, tuple[dict[str, str], ...]]:
-    """Both splits for one configuration (cached; callers get copies)."""
-    difficulty = dataclasses.replace(cfg, n_train=0, n_test=0)
-    tag = f"{TASK_VERSION}/{difficulty}"
-    test = _unique(random.Random(f"{tag}/test/{cfg.seed}"), cfg, cfg.n_test, set())
-    train_rng = random.Random(f"{tag}/train/{cfg.seed}")
-    train = _unique(train_rng, cfg, cfg.n_train, {d["problem"] for d in test})
-    return {"train": tuple(train), "test": tuple(test)}
-
-
 def load_split(split: Literal["train", "test"], seed: int = 0, **cfg_overrides: object) -> list[dict[str, str]]:
     """The ``train`` or ``test`` split as a list of ``{"problem", "answer", "solution"}`` dicts.
 
     ``cfg_overrides`` are :class:`ArithConfig` fields (``n_train=1000``, ``max_operands=4``...).
-    Deterministic: the same arguments give the same list in any process.
+    Deterministic: the same arguments give the same list in any process (``thr.tasks.splits``).
     """
-    if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    names = {f.name for f in dataclasses.fields(ArithConfig)}
-    unknown = sorted(set(cfg_overrides) - names)
-    if unknown:
-        raise ValueError(f"unknown ArithConfig field(s) {unknown}; valid: {sorted(names)}")
-    cfg = ArithConfig(**{**cfg_overrides, "seed": seed}).validate()  # type: ignore[arg-type]
-    return [dict(d) for d in _splits(cfg)[split]]
+    return splits.load_split(ArithConfig, make_problem, TASK_VERSION, split, seed, cfg_overrides)
+
+
+_STEP = re.compile(r"(\d+)\s*([+\-*])\s*(\d+)\s*=\s*(\d+)")
+_BOX = re.compile(r"\\boxed\{\s*(-?\d+)\s*\}")
+
+
+def parse_problem(problem: str) -> tuple[int, list[tuple[str, int]]]:
+    """``(first, [(op, operand), ...])`` of ``"Compute (23+45)*3-17."`` (parentheses only restate
+    the left-to-right order, so they are skipped)."""
+    match = re.fullmatch(r"Compute ([\d+\-*()]+)\.", problem.strip())
+    if not match:
+        raise ValueError(f"not an arith problem: {problem!r}")
+    tokens = re.findall(r"\d+|[+\-*]", match.group(1))
+    return int(tokens[0]), [(tokens[i], int(tokens[i + 1])) for i in range(1, len(tokens), 2)]
+
+
+def check_solution(text: str, problem: str) -> bool:
+    """True when ``text`` writes exactly one true step ``a op b = c`` per operation of ``problem``,
+    in order, each starting from the previous result (the first from the problem's first number)
+    and using the problem's operator and operand, and boxes the last result (once, at the end)."""
+    try:
+        value, ops = parse_problem(problem)
+    except ValueError:
+        return False
+    steps = _STEP.findall(text)
+    boxes = _BOX.findall(text)
+    if len(steps) != len(ops) or len(boxes) != 1:
+        return False
+    for (a, op, b, c), (want_op, operand) in zip(steps, ops):
+        result = value + operand if want_op == "+" else value - operand if want_op == "-" else value * operand
+        if (int(a), op, int(b), int(c)) != (value, want_op, operand, result):
+            return False
+        value = result
+    return int(boxes[0]) == value and text.rstrip().endswith("}")
