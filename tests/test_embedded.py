@@ -148,6 +148,14 @@ def test_config_validation_key_and_schedule(monkeypatch: pytest.MonkeyPatch, tmp
         EmbeddedConfig(n_test=10, eval_problems=20).validate()
     assert cache_key(TINY) == cache_key(dataclasses.replace(TINY))
     assert cache_key(TINY) != cache_key(dataclasses.replace(TINY, sft_steps=41))
+    # what does not change the weights does not change the key: evaluation-only and other-task fields
+    for change in ({"max_new_tokens": 99}, {"eval_problems": 3}, {"use_shipped": False}, {"carry_slip": 0.5}):
+        assert cache_key(TINY) == cache_key(dataclasses.replace(TINY, **change)), change
+    columns_cfg = EmbeddedConfig()
+    assert cache_key(columns_cfg) == cache_key(dataclasses.replace(columns_cfg, ops="+", val_problems=7))
+    assert cache_key(columns_cfg) == cache_key(dataclasses.replace(columns_cfg, target_val_accuracy=0))  # int == float
+    assert cache_key(columns_cfg) != cache_key(dataclasses.replace(columns_cfg, carry_slip=0.6))
+    assert cache_key(TINY) != cache_key(dataclasses.replace(TINY, val_problems=9))  # it has a target: it trains on it
     assert lr_at(0, TINY) == pytest.approx(TINY.lr / 5)
     assert lr_at(4, TINY) == pytest.approx(TINY.lr)
     assert lr_at(TINY.sft_steps, TINY) == pytest.approx(TINY.lr * TINY.min_lr_ratio)

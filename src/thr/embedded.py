@@ -216,9 +216,31 @@ def default_cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "thr" / "embedded"
 
 
+# Fields that do not change the trained weights (only the final evaluation, or the other task).
+_EVAL_ONLY = {"use_shipped", "eval_problems", "eval_pass_problems", "eval_pass_k", "max_new_tokens"}
+_TASK_ONLY = {
+    "columns": {"ops_per_problem", "event_weights", "carry_slip", "borrow_slip"},
+    "arith": {"min_operands", "max_operands", "min_value", "max_value", "ops", "max_multiplier", "max_result"},
+}
+
+
+def recipe_fields(cfg: EmbeddedConfig) -> dict[str, Any]:
+    """The fields of ``cfg`` that determine the trained weights, with floats as floats: what the
+    cache key hashes (evaluation-only fields, the other task's fields and, without an accuracy
+    target, the validation-check fields are left out)."""
+    drop = set(_EVAL_ONLY)
+    for task, names in _TASK_ONLY.items():
+        if task != cfg.task:
+            drop |= names
+    if cfg.target_val_accuracy == 0:
+        drop |= {"val_problems", "check_after", "check_every"}
+    floats = {f.name for f in dataclasses.fields(cfg) if f.type in ("float", float)}
+    return {k: float(v) if k in floats else v for k, v in dataclasses.asdict(cfg).items() if k not in drop}
+
+
 def cache_key(cfg: EmbeddedConfig) -> str:
-    """Directory name of ``cfg``'s warm start: readable prefix + hash of config and versions."""
-    recipe = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "use_shipped"}
+    """Directory name of ``cfg``'s warm start: readable prefix + hash of the recipe and versions."""
+    recipe = recipe_fields(cfg)
     payload = json.dumps(
         {"config": recipe, "task": cfg.task_module().TASK_VERSION, "embedded": EMBEDDED_VERSION},
         sort_keys=True,
