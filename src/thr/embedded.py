@@ -369,17 +369,22 @@ def warm_start(
             "torch_threads": torch.get_num_threads(),
             "eval": evaluation,
         }
-        info["warnings"] = quality_warnings(info)
-        for line in info["warnings"]:
-            print(f"warning: warm start {final.name}: {line}", file=sys.stderr)
-        (tmp / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
-        from thr.prompts import save_prompt_info
-
-        save_prompt_info(tmp, PROMPT_TEMPLATE, cfg.task, cfg.task_kwargs())
+        _write_info(tmp, info, cfg, final.name)
         return _publish(tmp, final, force)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _write_info(directory: Path, info: dict[str, Any], cfg: EmbeddedConfig, name: str) -> None:
+    """``warm_start_info.json`` (with its quality warnings, also printed) and ``thr_prompt.json``."""
+    from thr.prompts import save_prompt_info
+
+    info["warnings"] = quality_warnings(info)
+    for line in info["warnings"]:
+        print(f"warning: warm start {name}: {line}", file=sys.stderr)
+    (directory / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
+    save_prompt_info(directory, PROMPT_TEMPLATE, cfg.task, cfg.task_kwargs())
 
 
 # The intended band of the columns warm start's greedy accuracy (docs/embedded.md).

@@ -399,13 +399,17 @@ class TrainConfig:
         if self.model.lora_r < 0:
             raise ValueError("model.lora_r must be >= 0 (0 disables LoRA)")
         if self.model.name_or_path == "embedded":
-            try:
-                self.embedded.validate()
-            except ValueError as err:
-                raise ValueError(f"embedded.*: {err}") from None
-            for key in ("train", "eval"):
-                source = getattr(self.data, key)
-                if source in ("columns", "arith") and source != self.embedded.task:
-                    raise ValueError(f"data.{key}={source} but embedded.task={self.embedded.task}: the embedded model "
-                                     f"is warm-started on embedded.task; set data.{key}={self.embedded.task} too")
+            self._validate_embedded()
         return self
+
+    def _validate_embedded(self) -> None:
+        """The embedded model's settings, and that its built-in task is the one trained on."""
+        try:
+            self.embedded.validate()
+        except ValueError as err:
+            raise ValueError(f"embedded.*: {err}") from None
+        for key in ("train", "eval"):
+            source = getattr(self.data, key)
+            if source in ("columns", "arith") and source != self.embedded.task:
+                raise ValueError(f"data.{key}={source} but embedded.task={self.embedded.task}: the embedded model "
+                                 f"is warm-started on embedded.task; set data.{key}={self.embedded.task} too")
