@@ -120,7 +120,8 @@ def _make_record(
         "finish_reason": sample.finish_reason,
         "num_tokens": len(sample.response_ids),
         "response": sample.text,
-        "problem": problem.problem,  # so that --rescore can apply a built-in task's check on its own
+        # a built-in task's problem text, so that --rescore can apply the task's check on its own
+        "problem": problem.problem if problem.meta.get("builtin_task") else None,
         "builtin_task": problem.meta.get("builtin_task"),
     }
 

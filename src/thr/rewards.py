@@ -37,7 +37,7 @@ def score_response(
     """Reward of one response ``text`` against ``gold``; see the module doc for the rules.
 
     ``checker(text)``, when given, must accept the response too: for the built-in tasks it is the
-    task's full check of the worked solution bound to the problem (``thr.tasks.solution_checker``),
+    task's full check of the worked solution bound to the problem (``thr.tasks.checker_for``),
     so a right boxed number reached through a wrong or unrelated step does not count as correct.
     """
     from thr.verifier import extract_answer, verify

@@ -39,7 +39,7 @@ from thr.rewards import score_response
 from thr.rollout import RolloutBatch, build_batch, policy_forward
 from thr.run_log import RunLogger, truncate_jsonl
 from thr.train_config import TrainConfig
-from thr.train_data import load_train_eval, solution_check, task_info, warn_base_outside_band
+from thr.train_data import checks_solutions, load_train_eval, task_info, warn_base_outside_band
 from thr.train_thr import OldPassTHR
 
 
@@ -85,7 +85,7 @@ class Trainer:
         self.template, _ = resolve_template(cfg.data.prompt_template, path)  # auto: the saved model's template
         if path != cfg.model.name_or_path and self.template == "auto":
             self.template = "plain"  # the embedded model is trained on the plain template
-        self.solution_check = solution_check(cfg)
+        self.check_solutions = checks_solutions(cfg)
         format_prompt(self.tokenizer, self.train_problems[0].problem, self.template)  # fail now, not mid-run
         self.prompt_info = {"template": concrete_template(self.tokenizer, self.template), **task_info(cfg)}
         self.ref_model = self._make_reference() if cfg.optim.kl_coef > 0 else None
@@ -204,7 +204,7 @@ class Trainer:
         """The full solution check of ``problem`` (built-in tasks with ``reward.check_steps``)."""
         from thr.tasks import checker_for
 
-        return checker_for(problem) if self.solution_check is not None else None
+        return checker_for(problem) if self.check_solutions else None
 
     # ----------------------------------------------------------------------------- old pass + THR
     @torch.no_grad()

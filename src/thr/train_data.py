@@ -10,6 +10,14 @@ import torch
 from thr.data import Problem, load_problems, load_task
 
 
+def builtin_task_settings(cfg: Any, source: str) -> dict[str, Any] | None:
+    """``load_task`` settings of a built-in task named ``source``, None for any other source: the
+    embedded model's task uses ``cfg.embedded``'s settings, the other its defaults with its seed."""
+    if source not in ("columns", "arith"):
+        return None
+    return cfg.embedded.task_kwargs() if source == cfg.embedded.task else {"seed": cfg.embedded.seed}
+
+
 def load_train_eval(cfg: Any) -> tuple[list[Problem], list[Problem]]:
     """``(train, held_out)`` problems of a :class:`thr.train_config.TrainConfig`.
 
@@ -19,12 +27,11 @@ def load_train_eval(cfg: Any) -> tuple[list[Problem], list[Problem]]:
     """
     d = cfg.data
     fields = dict(problem_field=d.problem_field or None, answer_field=d.answer_field or None)
-    task = cfg.embedded.task_kwargs()
 
     def load(key: str, source: str, split: str) -> list[Problem]:
-        if source in ("columns", "arith"):
-            kwargs = task if source == cfg.embedded.task else {"seed": cfg.embedded.seed}
-            return load_task(source, split, **kwargs)
+        settings = builtin_task_settings(cfg, source)
+        if settings is not None:
+            return load_task(source, split, **settings)
         try:
             return load_problems(source, split=split or None, key_prefix="data.", **fields)
         except FileNotFoundError as err:
@@ -51,25 +58,20 @@ def warn_base_outside_band(cfg: Any, base: dict[str, float]) -> None:
               f"{GREEDY_BAND[0]:.0%}-{GREEDY_BAND[1]:.0%} (see docs/embedded.md); RL figures will not compare "
               "with the documented ones", file=sys.stderr)
 
-def solution_check(cfg: Any) -> Any:
-    """``check_solution(text, problem)`` of the built-in training task when ``reward.check_steps``
-    asks for it (``auto``: for ``columns`` and ``arith``), else None."""
-    from thr.tasks import solution_checker
-
-    check = solution_checker(cfg.data.train)
-    if cfg.reward.check_steps == "true" and check is None:
+def checks_solutions(cfg: Any) -> bool:
+    """Whether the reward holds responses to their built-in task's full solution check
+    (``reward.check_steps``: ``auto`` for ``columns`` and ``arith``)."""
+    builtin = cfg.data.train in ("columns", "arith")
+    if cfg.reward.check_steps == "true" and not builtin:
         raise ValueError(f"reward.check_steps=true needs a built-in task as data.train (columns or arith), "
                          f"got {cfg.data.train!r}; use reward.check_steps=auto")
-    return check if cfg.reward.check_steps != "false" else None
+    return builtin and cfg.reward.check_steps != "false"
 
 def task_info(cfg: Any) -> dict[str, Any]:
     """The built-in task of ``data.train`` and its settings (as ``thr.train_data`` loads it), for
     ``thr_prompt.json``; empty for other data."""
-    source, embedded_task = cfg.data.train, getattr(cfg.embedded, "task", "arith")
-    if source not in ("columns", "arith"):
-        return {}
-    settings = cfg.embedded.task_kwargs() if source == embedded_task else {"seed": cfg.embedded.seed}
-    return {"task": source, "task_settings": settings}
+    settings = builtin_task_settings(cfg, cfg.data.train)
+    return {} if settings is None else {"task": cfg.data.train, "task_settings": settings}
 
 
 def group_records(trainer: Any, problems, samples, scores, batch, old, advantages, token_adv) -> list[dict[str, Any]]:
