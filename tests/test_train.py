@@ -168,11 +168,46 @@ def test_gspo_token_and_kl_step_runs(tiny_policy_dir, tmp_path):
     "override, match",
     [("thr.pp=0.2", "Did you mean 'p'"), ("optim.loss_typ=grpo", "loss_type"), ("thr.p=1.5", "thr.p must be in"),
      ("thr.mode=sometimes", "thr.mode='sometimes' is not valid"), ("rollout.group_size=1", "group_size must be >= 2"),
-     ("steps=ten", "cannot read 'ten' as int")],
+     ("steps=ten", "cannot read 'ten' as int"), ("thr.p_end=-1", "thr.p_end must be in"),
+     ("thr.p_schedule=step", "thr.p_schedule='step' is not valid"),
+     ("thr.mode=off thr.p_schedule=linear", "p_schedule=linear needs thr.mode=reweight")],
 )
 def test_config_errors_say_what_to_fix(override, match):
     with pytest.raises(ValueError, match=match):
-        load_config(TrainConfig, [override])
+        load_config(TrainConfig, override.split())
+
+
+def test_p_schedule_moves_p_linearly_from_p_to_p_end(tiny_policy_dir, tmp_path, monkeypatch):
+    """``thr.p_schedule=linear``: step s (0-based) of N steers with p + (p_end - p) s / (N - 1),
+    and the update trains on the token advantages that p gives."""
+    import thr.train as train_mod
+    from thr.train import p_at_step
+
+    assert [p_at_step(s, 5, -0.5, 0.5, "linear") for s in range(5)] == [-0.5, -0.25, 0.0, 0.25, 0.5]
+    assert p_at_step(3, 5, -0.5, 0.5, "constant") == -0.5
+    cfg = make_cfg(tiny_policy_dir, tmp_path, "steps=3", "thr.mode=reweight", "thr.p=-0.5", "thr.p_schedule=linear",
+                   "thr.p_end=0.5", "log.groups_every=0")
+    trainer = Trainer(cfg)
+    calls, updates = [], []
+    real = train_mod.steered_advantages
+
+    def steered_spy(*args, **kwargs):
+        out = real(*args, **kwargs)
+        calls.append((kwargs["p"], out[0]))
+        return out
+
+    orig_update = trainer.update
+
+    def update_spy(batch, token_adv, old, step):
+        updates.append(token_adv.clone())
+        return orig_update(batch, token_adv, old, step)
+
+    monkeypatch.setattr(train_mod, "steered_advantages", steered_spy)
+    trainer.update = update_spy
+    logged = [trainer.train_step(s)["thr/p"] for s in range(3)]
+    assert logged == [-0.5, 0.0, 0.5] == [p for p, _ in calls]
+    for (_, token_adv), trained in zip(calls, updates):
+        assert torch.equal(token_adv, trained)
 
 
 def test_entropy_control_and_likelihood_dynamics(tiny_policy_dir, tmp_path):

@@ -337,14 +337,17 @@ class Trainer:
         old = self.old_policy_pass(batch, positive)
         t2 = time.perf_counter()
         c = cfg.thr
+        p = p_at_step(step, cfg.steps, c.p, c.p_end, c.p_schedule)
         token_adv, thr_metrics = steered_advantages(
             advantages, old["influence"], batch.response_mask, positive, group_size=G,
-            mode="off" if c.mode == "entropy" else c.mode, p=c.p, threshold=c.threshold, beta=c.beta,
+            mode="off" if c.mode == "entropy" else c.mode, p=p, threshold=c.threshold, beta=c.beta,
             quantile=c.quantile, value=c.value,
         )
         if c.mode == "entropy":
             token_adv, selected = entropy_token_advantages(advantages, old["entropy"], batch.response_mask, fraction=c.quantile)
             thr_metrics.update(selected)
+        if c.p_schedule != "constant":
+            thr_metrics["thr/p"] = p
         t3 = time.perf_counter()
         update_metrics = self.update(batch, token_adv, old, step)
         if hasattr(self.generator, "sync_weights"):
@@ -461,6 +464,13 @@ _OOM_HELP = (
     "then continue with resume=true (last checkpoint: {ckpt})."
 )
 _ADDITIVE = {"loss/policy", "loss/kl_ref", "loss/entropy", "loss/total"}
+
+
+def p_at_step(step: int, steps: int, p: float, p_end: float, schedule: str) -> float:
+    """The steering strength of step ``step`` (0-based) of ``steps``: ``p``, or linear ``p`` -> ``p_end``."""
+    if schedule == "constant" or steps <= 1:
+        return p
+    return p + (p_end - p) * min(step, steps - 1) / (steps - 1)
 
 
 def lr_factor(update: int, warmup: int, total: int, schedule: str) -> float:

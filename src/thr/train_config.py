@@ -122,7 +122,11 @@ class THRSection:
     mode: ``off`` (plain GRPO; THR statistics are still logged), ``reweight``, ``dominant``, or
         ``entropy`` (a control without THR: train only on the top ``quantile`` fraction of the
         batch's tokens by entropy).
-    p: steering strength in (-1, 1): > 0 exploitation, < 0 exploration.
+    p: steering strength in (-1, 1): > 0 exploitation, < 0 exploration. With ``p_schedule``
+        other than ``constant``, the value at the first step.
+    p_schedule: ``constant`` (``p`` at every step) or ``linear`` (from ``p`` at step 1 to
+        ``p_end`` at the last step, e.g. ``p=-0.5 p_end=0.5``: explore first, exploit later).
+    p_end: the value of ``p`` at the last step under ``p_schedule=linear``.
     threshold: ``nthr`` (tau = beta * min mean influence of a correct response), ``quantile``
         or ``absolute``.
     beta: NTHR threshold factor.
@@ -168,6 +172,8 @@ class THRSection:
 
     mode: str = "reweight"
     p: float = 0.2
+    p_schedule: str = "constant"
+    p_end: float = 0.0
     threshold: str = "nthr"
     beta: float = 1.0
     quantile: float = 0.2
@@ -327,6 +333,7 @@ class TrainConfig:
             "reward.truncated": (self.reward.truncated, ("zero", "verify")),
             "reward.check_steps": (self.reward.check_steps, ("auto", "true", "false")),
             "thr.mode": (self.thr.mode, ("off", "reweight", "dominant", "entropy")),
+            "thr.p_schedule": (self.thr.p_schedule, ("constant", "linear")),
             "thr.threshold": (self.thr.threshold, ("nthr", "quantile", "absolute")),
             "thr.influence": (self.thr.influence, ("full", "self", "network")),
             "thr.method": (self.thr.method, ("auto", "mform", "pair")),
@@ -364,6 +371,11 @@ class TrainConfig:
             )
         if not -1.0 < self.thr.p < 1.0:
             raise ValueError(f"thr.p must be in (-1, 1), got {self.thr.p}")
+        if not -1.0 < self.thr.p_end < 1.0:
+            raise ValueError(f"thr.p_end must be in (-1, 1), got {self.thr.p_end}")
+        if self.thr.p_schedule != "constant" and self.thr.mode not in ("reweight", "dominant"):
+            raise ValueError(f"thr.p_schedule={self.thr.p_schedule} needs thr.mode=reweight or dominant "
+                             f"(got {self.thr.mode}, which does not use p)")
         if self.thr.approx_top_k < 0:
             raise ValueError(f"thr.approx_top_k must be >= 0 (0: only the group's tokens), got {self.thr.approx_top_k}")
         if self.thr.approx_top_k and self.thr.algorithm != "approx":
