@@ -48,10 +48,10 @@ def pass_at_k_curve(model_dir: str, n: int, problems: int, isa: str, seed: int) 
     measured in a subprocess under the same numerics."""
     code = (
         "import json, sys, torch; torch.set_num_threads(1)\n"
-        "from thr.evaluate import evaluate_problems\n"
-        "from thr.modeling import load_policy\n"
-        "from thr.data import load_task\n"
-        "from thr.prompts import load_prompt_info\n"
+        "from thr.eval.evaluate import evaluate_problems\n"
+        "from thr.models.loading import load_policy\n"
+        "from thr.data.problems import load_task\n"
+        "from thr.data.prompts import load_prompt_info\n"
         "path, n, limit, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])\n"
         "info = load_prompt_info(path)\n"
         "task = info['task']\n"
@@ -104,7 +104,7 @@ def base_curve(isa: str, args: argparse.Namespace) -> dict:
     path = Path(args.out) / f"base-{isa}.json"
     if path.exists():
         return json.loads(path.read_text())
-    code = "from thr.embedded import warm_start; print(warm_start(progress=False))"
+    code = "from thr.models.embedded import warm_start; print(warm_start(progress=False))"
     env = {**os.environ, **ISA_ENV[isa], "OMP_NUM_THREADS": "1"}
     base = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     record = {"isa": isa, "model": base.stdout.strip().splitlines()[-1], "pass_problems": args.base_pass_problems}

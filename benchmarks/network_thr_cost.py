@@ -5,7 +5,7 @@ For each case (a random-init Qwen2-style causal LM built locally, no download) a
 varying length, the first half of every group positive), per micro-batch of one group, timed with
 device sync, median over ``--repeats`` rounds:
 
-- ``forward``: the old-policy forward as ``thr.train.Trainer.old_policy_pass`` runs it
+- ``forward``: the old-policy forward as ``thr.rl.trainer.Trainer.old_policy_pass`` runs it
   (``capture_head_inputs`` + ``policy_forward`` + ``selective_log_softmax`` + ``entropy_from_logits``);
 - ``head``: today's exact THR from the captured states (``token_influence_batched``, recomputed);
 - ``network_all``: ``network_token_influence`` over every parameter (one backward over the
@@ -32,9 +32,9 @@ import torch
 from _common import PeakMemory, emit, machine_info, timed
 
 from thr.core import entropy_from_logits, network_token_influence, selective_log_softmax, token_influence_batched
-from thr.modeling import capture_head_inputs, lm_head_weight
-from thr.rollout import build_batch, policy_forward
-from thr.train_thr import select_network_parameters
+from thr.models.loading import capture_head_inputs, lm_head_weight
+from thr.rl.batch import build_batch, policy_forward
+from thr.rl.old_pass import select_network_parameters
 
 CASES = {  # name: (model config, G, prompt length, response length)
     "embedded": (dict(hidden_size=64, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=4,

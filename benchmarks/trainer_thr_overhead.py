@@ -6,7 +6,7 @@ responses of length T from random tokens (left-padded prompts of varying length,
 varying length, half of every group positive) and times, per micro-batch of whole groups, with
 device sync:
 
-- ``forward``: the old-policy forward exactly as ``thr.train.Trainer.old_policy_pass`` runs it
+- ``forward``: the old-policy forward exactly as ``thr.rl.trainer.Trainer.old_policy_pass`` runs it
   (``capture_head_inputs`` + ``policy_forward`` + ``selective_log_softmax`` + ``entropy_from_logits``);
   its line also has ``lm_head_seconds`` (the model's own LM head on the captured states);
 - ``thr_recompute``: exact ``token_influence_batched`` from the states (logits freed first:
@@ -45,8 +45,8 @@ from thr.core import (
     token_influence_approx_batched,
     token_influence_batched,
 )
-from thr.modeling import capture_head_inputs, lm_head_weight, output_embeddings
-from thr.rollout import build_batch, policy_forward
+from thr.models.loading import capture_head_inputs, lm_head_weight, output_embeddings
+from thr.rl.batch import build_batch, policy_forward
 
 ARCHS = {  # published config numbers (no download)
     "qwen2.5-math-1.5b": dict(model_type="qwen2", hidden_size=1536, num_hidden_layers=28, num_attention_heads=12,

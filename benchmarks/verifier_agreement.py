@@ -12,7 +12,7 @@ Prints one JSON object:
   ``tests/test_verifier.py``), per class and in total: accuracy of each verifier against the
   labels, false accepts / false rejects, the agreement between the two, and every case where
   either is wrong.
-- ``benchmarks``: per file of ``src/thr/benchmark_data/``, five kinds of pairs: ``self`` (the
+- ``benchmarks``: per file of ``src/thr/data/benchmark_data/``, five kinds of pairs: ``self`` (the
   gold as ``... \\boxed{GOLD}``, should verify), ``unboxed`` (the gold in Minerva's sentence
   ``The final answer is $GOLD$. I hope it is correct.``, should verify), ``cross`` (a
   neighbouring different gold, should not), ``reformatted`` (a value-preserving rewrite:
@@ -239,7 +239,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     args = parser.parse_args(argv)
     logging.disable(logging.WARNING)
-    from thr import verifier
+    from thr.verifier import grader as verifier
 
     machine = _machine()
     tests = _load_tests()

@@ -21,9 +21,9 @@ import tempfile
 import torch
 from datasets import Dataset
 
-from thr.data import load_problems
+from thr.data.problems import load_problems
 from thr.integrations.trl import THRConfig, THRGRPOTrainer
-from thr.prompts import format_prompt
+from thr.data.prompts import format_prompt
 from thr.verifier import verify
 
 
@@ -36,12 +36,12 @@ def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="Qwen/Qwen2.5-Math-1.5B")
     ap.add_argument("--train", default="data/train/math_train_l3to5.jsonl",
-                    help="thr.data.load_problems source: .jsonl/.parquet path (default: the shipped MATH levels 3-5), "
+                    help="thr.data.problems.load_problems source: .jsonl/.parquet path (default: the shipped MATH levels 3-5), "
                     "HF dataset, benchmark name or 'arith'")
     ap.add_argument("--train-split", default="train")
     ap.add_argument("--levels", default="", help="keep only these MATH levels, e.g. 3,4,5 (rows with a 'level' field: 3 or 'Level 3')")
     ap.add_argument("--limit", type=int, default=None)
-    ap.add_argument("--template", default="qwen_math", help="prompt template (thr.prompts): qwen_math, boxed, chat, plain")
+    ap.add_argument("--template", default="qwen_math", help="prompt template (thr.data.prompts): qwen_math, boxed, chat, plain")
     ap.add_argument("--output-dir", default="runs/trl-thr")
     ap.add_argument("--max-steps", type=int, default=40)
     ap.add_argument("--per-device-batch", type=int, default=8)
@@ -79,7 +79,7 @@ def build_dataset(args, tokenizer) -> Dataset:
 
 def tiny_setup(args):
     """A tiny random Qwen2 and the byte tokenizer saved to a temp dir; arith problems, CPU sizes."""
-    from thr.tiny import build_model, build_tokenizer
+    from thr.models.tiny import build_model, build_tokenizer
 
     path = tempfile.mkdtemp(prefix="thr-tiny-")
     tok = build_tokenizer()

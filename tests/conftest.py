@@ -12,7 +12,7 @@ TINY_TASK = dict(task="arith", ops="+-", min_operands=2, max_operands=2, max_val
 
 
 def tiny_embedded_config():
-    from thr.embedded import EmbeddedConfig
+    from thr.models.embedded import EmbeddedConfig
 
     return EmbeddedConfig(
         hidden_size=64, num_layers=2, num_heads=2, sft_steps=200, batch_size=32, lr=5e-3, warmup_steps=10,
@@ -27,7 +27,7 @@ def tiny_policy_dir(tmp_path_factory):
     Built by the project's own warm start (real SFT on the built-in task), so sampled groups have
     mixed rewards and RL steps have non-zero advantages.
     """
-    from thr.embedded import warm_start
+    from thr.models.embedded import warm_start
 
     cache = tmp_path_factory.mktemp("thr-cache")
     return warm_start(tiny_embedded_config(), cache_dir=cache, progress=False)

@@ -1,4 +1,4 @@
-"""Tests of the column-arithmetic task and its teacher (thr.tasks.columns) and of the full
+"""Tests of the column-arithmetic task and its teacher (thr.data.tasks.columns) and of the full
 solution checks of both built-in tasks."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from collections import Counter
 
 import pytest
 
-from thr.rewards import score_response
-from thr.tasks import arith, columns, solution_checker
+from thr.rl.rewards import score_response
+from thr.data.tasks import arith, columns, solution_checker
 
 
 def test_every_step_against_integer_arithmetic():
@@ -99,8 +99,8 @@ def test_check_solution_accepts_only_the_worked_solution():
 
 
 def test_reward_and_held_out_scoring_use_the_same_full_check():
-    from thr.data import load_task
-    from thr.evaluate import score_response as eval_score
+    from thr.data.problems import load_task
+    from thr.eval.evaluate import score_response as eval_score
 
     # the issue's example: a true but unrelated step and a right box
     check = solution_checker("arith")
@@ -122,9 +122,9 @@ def test_reward_and_held_out_scoring_use_the_same_full_check():
 
 
 def test_a_user_file_named_like_a_task_is_not_held_to_its_check(tmp_path):
-    from thr.data import load_problems, load_task
-    from thr.evaluate import score_response as eval_score
-    from thr.tasks import checker_for
+    from thr.data.problems import load_problems, load_task
+    from thr.eval.evaluate import score_response as eval_score
+    from thr.data.tasks import checker_for
 
     path = tmp_path / "columns.jsonl"
     path.write_text('{"problem": "What is 2+3?", "answer": "5"}\n')
@@ -166,8 +166,8 @@ def test_rescore_holds_saved_generations_to_the_task_check(tmp_path):
     problem text saved with each generation."""
     import json
 
-    from thr.data import load_task
-    from thr.evaluate import rescore_file
+    from thr.data.problems import load_task
+    from thr.eval.evaluate import rescore_file
 
     p = load_task("columns", "test", n_train=0, n_test=2)[0]
     lucky = " 10+10: 0+0=0, 1+1=2, so 20. \\boxed{" + p.answer + "}"

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from thr.config import load_config, parse_cli
-from thr.train_config import TrainConfig
+from thr.rl.config import TrainConfig
 
 PRESETS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 

@@ -1,4 +1,4 @@
-"""Tests for thr.data: packaged benchmarks, answer normalisation, local files, error messages."""
+"""Tests for thr.data.problems: packaged benchmarks, answer normalisation, local files, error messages."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from thr.data import BENCHMARKS, Problem, answer_to_str, last_boxed, load_benchmark, load_problems
+from thr.data.problems import BENCHMARKS, Problem, answer_to_str, last_boxed, load_benchmark, load_problems
 
 SHARED = Path("/work/shared/data")
 EXPECTED_ROWS = {

@@ -12,19 +12,19 @@ from __future__ import annotations
 import pytest
 import torch
 
-from thr.embedded import EmbeddedConfig, cache_key, load_info, warm_start
-from thr.shipped import shipped_path
+from thr.models.embedded import EmbeddedConfig, cache_key, load_info, warm_start
+from thr.models.shipped import shipped_path
 
 
 @pytest.fixture(scope="module")
 def shipped():
     path = shipped_path(cache_key(EmbeddedConfig()))
-    assert path is not None, "the default recipe's warm start must ship in src/thr/embedded_weights/ with intact hashes"
+    assert path is not None, "the default recipe's warm start must ship in src/thr/models/embedded_weights/ with intact hashes"
     return path
 
 
 def test_default_recipe_resolves_to_the_shipped_warm_start(shipped, tmp_path):
-    from thr.prompts import load_prompt_info
+    from thr.data.prompts import load_prompt_info
 
     assert warm_start(cache_dir=tmp_path, progress=False) == shipped  # no training on an empty cache
     info = load_info(shipped)
@@ -42,10 +42,10 @@ def test_a_few_rl_steps_raise_the_right_solutions_likelihood(shipped, tmp_path, 
     the right worked solutions of held-out problems by more than half a nat (1.23 measured, the same
     under both CPU numerics; printed with -s)."""
     from thr.config import load_config
-    from thr.data import load_task
-    from thr.imitation import solution_log_probs
-    from thr.train import Trainer
-    from thr.train_config import TrainConfig
+    from thr.data.problems import load_task
+    from thr.models.imitation import solution_log_probs
+    from thr.rl.trainer import Trainer
+    from thr.rl.config import TrainConfig
 
     monkeypatch.setenv("THR_CACHE_DIR", str(tmp_path / "cache"))  # never the user's cache
     cfg = load_config(TrainConfig, [f"output_dir={tmp_path / 'run'}", "steps=8", "data.eval=", "log.progress=false",

@@ -1,4 +1,4 @@
-"""Tests of the embedded warm start (thr.embedded) with a very small, fast config."""
+"""Tests of the embedded warm start (thr.models.embedded) with a very small, fast config."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from thr.embedded import (
+from thr.models.embedded import (
     INFO_FILE,
     EmbeddedConfig,
     cache_key,
@@ -17,7 +17,7 @@ from thr.embedded import (
     load_info,
     warm_start,
 )
-from thr.sft import encode_sft, lr_at
+from thr.models.sft import encode_sft, lr_at
 
 TINY = EmbeddedConfig(
     task="arith",
@@ -117,7 +117,7 @@ def test_interrupted_force_keeps_old_entry(trained: Path) -> None:
 
 
 def test_encode_sft_masks_prompt() -> None:
-    from thr.tiny import build_tokenizer
+    from thr.models.tiny import build_tokenizer
 
     tok = build_tokenizer()
     ex = [
@@ -166,8 +166,8 @@ def test_config_validation_key_and_schedule(monkeypatch: pytest.MonkeyPatch, tmp
 
 
 def test_stops_at_accuracy_target(monkeypatch: pytest.MonkeyPatch) -> None:
-    from thr import sft
-    from thr.tiny import build_model, build_tokenizer
+    from thr.models import sft
+    from thr.models.tiny import build_model, build_tokenizer
 
     seen: list[int] = []
 
@@ -187,7 +187,7 @@ def test_stops_at_accuracy_target(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_columns_warm_start_reports_its_plateau_and_ships(tmp_path: Path, monkeypatch, capsys) -> None:
     """A short columns warm start is far from its plateau and says so; exported with a manifest,
     it is what warm_start returns for that recipe on an empty cache, until a file is altered."""
-    from thr import shipped
+    from thr.models import shipped
 
     cfg = EmbeddedConfig(hidden_size=32, num_layers=1, num_heads=2, sft_steps=20, batch_size=8, warmup_steps=5,
                          n_sft_examples=200, n_test=20, val_problems=16, eval_problems=4, eval_pass_problems=2,

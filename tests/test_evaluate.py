@@ -1,4 +1,4 @@
-"""Tests for thr.evaluate: the Pass@K estimator, metrics, resume/rescore and the ``thr eval`` command."""
+"""Tests for thr.eval.evaluate: the Pass@K estimator, metrics, resume/rescore and the ``thr eval`` command."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import torch
 
-from thr.data import Problem, load_problems
-from thr.evaluate import (
+from thr.data.problems import Problem, load_problems
+from thr.eval.evaluate import (
     EvalConfig,
     cli_main,
     compute_metrics,
@@ -23,7 +23,7 @@ from thr.evaluate import (
     read_records,
     score_response,
 )
-from thr.tiny import build_model, build_tokenizer
+from thr.models.tiny import build_model, build_tokenizer
 
 
 
@@ -95,7 +95,7 @@ def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_evaluate_problems_resume_reproduces_uninterrupted_run(tiny_dir: Path, tmp_path: Path) -> None:
-    from thr.evaluate import load_model
+    from thr.eval.evaluate import load_model
 
     model, tok = load_model(str(tiny_dir))
     problems = load_problems("arith", split="test", limit=5)
@@ -124,7 +124,7 @@ def _key(r: dict[str, Any]) -> tuple[str, str, str, int]:
 
 
 def test_empty_completion_is_wrong_not_a_crash(tiny_dir: Path) -> None:
-    from thr.evaluate import load_model
+    from thr.eval.evaluate import load_model
 
     model, tok = load_model(str(tiny_dir))
     handle = model.lm_head.register_forward_hook(lambda _m, _i, out: out + 1e4 * torch.nn.functional.one_hot(
@@ -138,7 +138,7 @@ def test_empty_completion_is_wrong_not_a_crash(tiny_dir: Path) -> None:
 
 def test_correct_answers_are_counted(tiny_dir: Path, tmp_path: Path) -> None:
     """Hooks make the real model answer "7" then EOS: gold 7 counts as solved, gold 8 does not."""
-    from thr.evaluate import load_model
+    from thr.eval.evaluate import load_model
 
     model, tok = load_model(str(tiny_dir))
     state = {"prefill": False}
@@ -217,14 +217,14 @@ def test_cli_errors_and_help(capsys: Any) -> None:
 def test_auto_template_is_the_saved_models_own(tiny_dir: Path, tmp_path: Path, monkeypatch: Any) -> None:
     import shutil
 
-    import thr.evaluate
+    import thr.eval.evaluate
 
     model = tmp_path / "final"
     shutil.copytree(tiny_dir, model)
     (model / "thr_prompt.json").write_text('{"prompt_template": "plain"}')  # as thr train writes it
     used: list[str] = []
-    real = thr.evaluate.format_prompt
-    monkeypatch.setattr(thr.evaluate, "format_prompt", lambda tok, p, t: used.append(t) or real(tok, p, t))
+    real = thr.eval.evaluate.format_prompt
+    monkeypatch.setattr(thr.eval.evaluate, "format_prompt", lambda tok, p, t: used.append(t) or real(tok, p, t))
     out = tmp_path / "eval"
     assert cli_main(["--model", str(model), "--benchmarks", "gsm8k", "--n", "0", "--limit", "2",
                      "--max_new_tokens", "2", "--output_dir", str(out)]) == 0
@@ -242,13 +242,13 @@ def test_missing_local_model_path_says_so(tmp_path: Path, capsys: Any) -> None:
         assert cli_main(["--model", name, "--benchmarks", "gsm8k", "--output_dir", str(tmp_path / "o")]) == 2
         err = capsys.readouterr().err
         assert f"--model={name!r}: the path does not exist" in err and "Repo id" not in err, err
-    from thr.modeling import looks_like_local_path
+    from thr.models.loading import looks_like_local_path
 
     assert not looks_like_local_path("Qwen/Qwen2.5-Math-1.5B") and not looks_like_local_path("gpt2")
 
 
 def test_terminal_table_states_units_and_overall() -> None:
-    from thr.eval_report import format_table
+    from thr.eval.tables import format_table
 
     m = lambda acc: {"num_problems": 10, "greedy_accuracy": acc, "pass@1": acc, "truncated": 0.0}  # noqa: E731
     text = format_table({"model": "x", "benchmarks": {"a": m(0.5), "b": m(0.25)}, "overall": m(0.375) | {"num_problems": 20}})

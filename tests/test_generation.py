@@ -1,4 +1,4 @@
-"""Tests for thr.generation on a tiny random Qwen2 model loaded from a save_pretrained folder."""
+"""Tests for thr.models.generation on a tiny random Qwen2 model loaded from a save_pretrained folder."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import torch
 
-from thr.generation import HFGenerator, Sample, generate, make_generator, stop_token_ids_for
-from thr.tiny import build_model, build_tokenizer
+from thr.models.generation import HFGenerator, Sample, generate, make_generator, stop_token_ids_for
+from thr.models.tiny import build_model, build_tokenizer
 
 
 

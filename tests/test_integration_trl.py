@@ -26,8 +26,8 @@ from trl import GRPOConfig, GRPOTrainer  # noqa: E402
 from thr.core import group_advantages, policy_loss, steered_advantages, token_influence_batched  # noqa: E402
 from thr.integrations._groups import check_group_prompts, check_whole_groups  # noqa: E402
 from thr.integrations.trl import THRConfig, THRGRPOTrainer  # noqa: E402
-from thr.modeling import capture_head_inputs, lm_head_weight  # noqa: E402
-from thr.tiny import build_model, build_tokenizer  # noqa: E402
+from thr.models.loading import capture_head_inputs, lm_head_weight  # noqa: E402
+from thr.models.tiny import build_model, build_tokenizer  # noqa: E402
 
 G = 4
 PROMPTS = ["1+1=", "2+3=", "4+4=", "5+1="]
@@ -185,7 +185,7 @@ import json, os, sys, torch
 torch.set_num_threads(1)
 from datasets import Dataset
 from thr.integrations.trl import THRConfig, THRGRPOTrainer
-from thr.tiny import build_tokenizer
+from thr.models.tiny import build_tokenizer
 
 class Recording(THRGRPOTrainer):
     def _apply_thr(self, out):

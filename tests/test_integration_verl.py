@@ -25,8 +25,8 @@ from thr.integrations.verl import (
     response_values,
     sequence_layout,
 )
-from thr.modeling import capture_head_inputs
-from thr.tiny import build_model, build_tokenizer
+from thr.models.loading import capture_head_inputs
+from thr.models.tiny import build_model, build_tokenizer
 
 
 def test_response_states_match_per_sequence_forward():

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import thr
-from thr.modeling import capture_head_inputs
-from thr.tiny import build_model, build_tokenizer
+from thr.models.loading import capture_head_inputs
+from thr.models.tiny import build_model, build_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +169,7 @@ def test_bad_inputs(tok):
 
 
 def test_parameter_sets_of_the_trainer(tok):
-    from thr.train_thr import select_network_parameters
+    from thr.rl.old_pass import select_network_parameters
 
     model = build_model(tok, hidden_size=32, num_layers=3, num_heads=2)
     names = {id(p): n for n, p in model.named_parameters()}
@@ -188,7 +188,7 @@ def trainer_cfg(policy_dir, out, *overrides):
     from conftest import tiny_embedded_config
 
     from thr.config import load_config
-    from thr.train_config import TrainConfig
+    from thr.rl.config import TrainConfig
 
     base = [
         f"output_dir={out}", f"model.name_or_path={policy_dir}", "steps=2", "seed=3", "rollout.temperature=0.9",
@@ -203,17 +203,17 @@ def trainer_cfg(policy_dir, out, *overrides):
 
 
 def test_trainer_uses_network_influence(tiny_policy_dir, tmp_path, monkeypatch):
-    import thr.train_thr
-    from thr.train import Trainer
+    import thr.rl.old_pass
+    from thr.rl.trainer import Trainer
 
     calls = []
-    real = thr.train_thr.network_token_influence
+    real = thr.rl.old_pass.network_token_influence
 
     def spy(*args, **kwargs):
         calls.append(kwargs["parameters"])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(thr.train_thr, "network_token_influence", spy)
+    monkeypatch.setattr(thr.rl.old_pass, "network_token_influence", spy)
     trainer = Trainer(trainer_cfg(tiny_policy_dir, tmp_path))
     rollout = trainer.rollout
 
@@ -239,9 +239,9 @@ def test_trainer_uses_network_influence(tiny_policy_dir, tmp_path, monkeypatch):
 
 def test_trainer_head_only_network_equals_full(tiny_policy_dir, tmp_path):
     """The layout mapping: network influence over the LM head alone is the trainer's usual THR."""
-    from thr.rollout import build_batch
-    from thr.train import Trainer
-    from thr.train_thr import OldPassTHR
+    from thr.rl.batch import build_batch
+    from thr.rl.trainer import Trainer
+    from thr.rl.old_pass import OldPassTHR
 
     trainer = Trainer(trainer_cfg(tiny_policy_dir, tmp_path, "thr.network_params=re:^lm_head", "thr.network_rows=3"))
     torch.manual_seed(0)
@@ -293,7 +293,7 @@ def test_first_order_identity_over_the_whole_network(tok, float64_norms):
 ])
 def test_network_config_errors(override, match):
     from thr.config import load_config
-    from thr.train_config import TrainConfig
+    from thr.rl.config import TrainConfig
 
     with pytest.raises(ValueError, match=match):
         load_config(TrainConfig, [override]).validate()

@@ -15,8 +15,8 @@ from conftest import tiny_embedded_config
 
 from thr.analysis.report import build_report, cli_main, load_run
 from thr.config import load_config
-from thr.train import Trainer
-from thr.train_config import TrainConfig
+from thr.rl.trainer import Trainer
+from thr.rl.config import TrainConfig
 
 torch.set_num_threads(1)
 

@@ -4,8 +4,8 @@ import functools
 
 import pytest
 
-from thr.rewards import score_response
-from thr.tasks.arith import check_solution
+from thr.rl.rewards import score_response
+from thr.data.tasks.arith import check_solution
 
 
 @pytest.mark.parametrize(

@@ -46,7 +46,7 @@ def _rec(greedy: float) -> dict:
 
 def test_every_method_is_a_valid_train_config():
     from thr.config import load_config
-    from thr.train_config import TrainConfig
+    from thr.rl.config import TrainConfig
 
     for name, overrides in methods.METHODS.items():
         cfg = load_config(TrainConfig, overrides)

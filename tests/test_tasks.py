@@ -1,4 +1,4 @@
-"""Tests of the generated arithmetic task (thr.tasks.arith)."""
+"""Tests of the generated arithmetic task (thr.data.tasks.arith)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from thr.tasks.arith import ArithConfig, load_split, make_problem
+from thr.data.tasks.arith import ArithConfig, load_split, make_problem
 
 STEP = re.compile(r"^(\d+)([+\-*])(\d+)=(\d+)\.$")
 
@@ -51,7 +51,7 @@ def test_splits_deterministic_and_disjoint() -> None:
 
 
 def test_same_split_in_another_process() -> None:
-    from thr.tasks import arith
+    from thr.data.tasks import arith
 
     # load the module file alone (stdlib only) so the child skips importing torch via ``thr``
     code = (

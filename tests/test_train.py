@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from thr.config import load_config
-from thr.train import Trainer, cli_main
-from thr.train_config import TrainConfig
+from thr.rl.trainer import Trainer, cli_main
+from thr.rl.config import TrainConfig
 
 from conftest import TINY_TASK, tiny_embedded_config
 
@@ -180,8 +180,8 @@ def test_config_errors_say_what_to_fix(override, match):
 def test_p_schedule_moves_p_linearly_from_p_to_p_end(tiny_policy_dir, tmp_path, monkeypatch):
     """``thr.p_schedule=linear``: step s (0-based) of N steers with p + (p_end - p) s / (N - 1),
     and the update trains on the token advantages that p gives."""
-    import thr.train as train_mod
-    from thr.train import p_at_step
+    import thr.rl.trainer as train_mod
+    from thr.rl.trainer import p_at_step
 
     assert [p_at_step(s, 5, -0.5, 0.5, "linear") for s in range(5)] == [-0.5, -0.25, 0.0, 0.25, 0.5]
     assert p_at_step(3, 5, -0.5, 0.5, "constant") == -0.5
@@ -220,7 +220,7 @@ def test_entropy_control_and_likelihood_dynamics(tiny_policy_dir, tmp_path):
     positive natively. The direction of learning is tested with a margin on the real default
     (tests/test_default_testbed.py)."""
     from thr.core import selective_log_softmax
-    from thr.rollout import policy_forward
+    from thr.rl.batch import policy_forward
 
     trainer = Trainer(make_cfg(tiny_policy_dir, tmp_path, "thr.mode=entropy", "thr.quantile=0.2",
                                "log.likelihood_dynamics=true", "optim.lr=1e-3"))
@@ -255,8 +255,8 @@ def test_saved_models_carry_their_prompt_template(tiny_policy_dir, tmp_path):
     final, ckpt_dir = tmp_path / "run" / "final", tmp_path / "run" / "checkpoints" / "step-000001"
     assert (final / "thr_prompt.json").is_file() and (ckpt_dir / "thr_prompt.json").is_file()
     from thr.analysis.analyze import AnalyzeConfig, load_model
-    from thr.data import load_task
-    from thr.prompts import PROMPT_INFO_FILE, load_prompt_info
+    from thr.data.problems import load_task
+    from thr.data.prompts import PROMPT_INFO_FILE, load_prompt_info
 
     for saved in (final, ckpt_dir):
         info = load_prompt_info(saved)
@@ -318,15 +318,15 @@ def test_a_new_run_in_an_old_runs_directory_logs_only_itself(tiny_policy_dir, tm
 
 
 def test_bad_inputs_fail_in_one_line_before_any_model_loads(tiny_policy_dir, tmp_path, monkeypatch, capsys):
-    import thr.embedded
-    import thr.train
+    import thr.models.embedded
+    import thr.rl.trainer
     from thr.cli import main
 
     def no_model(*args, **kwargs):
         raise AssertionError("a model was loaded before the inputs were checked")
 
-    monkeypatch.setattr(thr.embedded, "warm_start", no_model)
-    monkeypatch.setattr(thr.train, "load_policy", no_model)
+    monkeypatch.setattr(thr.models.embedded, "warm_start", no_model)
+    monkeypatch.setattr(thr.rl.trainer, "load_policy", no_model)
     out = tmp_path / "run"
     cases = [["train", "data.train=/nope.jsonl", f"output_dir={out}"],
              ["train", f"model.name_or_path={tmp_path / 'nope'}", f"output_dir={out}"],
@@ -370,7 +370,7 @@ def test_train_help_lists_every_option_with_type_default_and_doc(capsys):
 
 
 def test_data_field_hint_names_the_train_key(tmp_path):
-    from thr.train_data import load_train_eval
+    from thr.rl.problems import load_train_eval
 
     path = tmp_path / "rows.jsonl"
     path.write_text('{"problem": "1+1", "solution_text": "2"}\n')

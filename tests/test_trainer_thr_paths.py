@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from thr.config import load_config
-from thr.modeling import lm_head_weight, output_embeddings
-from thr.rollout import build_batch
-from thr.train import Trainer
-from thr.train_config import TrainConfig
-from thr.train_thr import OldPassTHR
+from thr.models.loading import lm_head_weight, output_embeddings
+from thr.rl.batch import build_batch
+from thr.rl.trainer import Trainer
+from thr.rl.config import TrainConfig
+from thr.rl.old_pass import OldPassTHR
 
 from conftest import tiny_embedded_config
 
@@ -138,8 +138,8 @@ def test_thr_config_errors(override, match):
 def test_tf32_switch_restores_global_setting_and_skips_cpu():
     import contextlib
 
-    from thr.train_config import THRSection
-    from thr.train_thr import OldPassTHR, _tf32_matmuls
+    from thr.rl.config import THRSection
+    from thr.rl.old_pass import OldPassTHR, _tf32_matmuls
 
     before = torch.get_float32_matmul_precision()
     with _tf32_matmuls():
@@ -159,7 +159,7 @@ def test_tf32_switch_restores_global_setting_and_skips_cpu():
 
 
 def test_tf32_config_validation():
-    from thr.train_config import TrainConfig
+    from thr.rl.config import TrainConfig
 
     cfg = TrainConfig()
     cfg.thr.tf32 = "yes"

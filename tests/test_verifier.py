@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from thr._answer_extract import last_boxed
-from thr._latex_norm import unit_of
+from thr.verifier.extract import last_boxed
+from thr.verifier.normalize import unit_of
 from thr.verifier import extract_answer, normalize_answer, verify, verify_batch, warmup
 
 warmup()  # the sympy worker imports in the background while the fast-path cases run
@@ -70,7 +70,7 @@ def test_arithmetic_task_format_unchanged() -> None:
     """The built-in task's solutions end with ``\\boxed{N}`` and verify exactly as before; the
     unboxed fallbacks never read an answer out of its working or a cut-off solution (a cut that
     leaves only a number, `` 24``, was read as that number before too)."""
-    from thr.tasks.arith import load_split
+    from thr.data.tasks.arith import load_split
 
     rng = random.Random(0)
     for d in load_split("test")[:300]:
@@ -335,7 +335,7 @@ def perturb_gold(gold: str) -> str | None:
 
 _GOLDS = load_benchmark_golds(max_per_file=150)
 _NEED_DATA = pytest.mark.skipif(
-    not _GOLDS, reason="no benchmark data: neither src/thr/benchmark_data nor ../shared/data/benchmarks exists"
+    not _GOLDS, reason="no benchmark data: neither src/thr/data/benchmark_data nor ../shared/data/benchmarks exists"
 )
 
 

@@ -1,4 +1,4 @@
-"""Write verl's RL parquet files (train and validation) from any thr.data.load_problems source.
+"""Write verl's RL parquet files (train and validation) from any thr.data.problems.load_problems source.
 
     python examples/verl/prepare_data.py --levels 3,4,5 \\
         --val math500 --out ~/data/thr_math
@@ -14,8 +14,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from thr.data import load_problems
-from thr.prompts import BOXED_INSTRUCTION
+from thr.data.problems import load_problems
+from thr.data.prompts import BOXED_INSTRUCTION
 
 
 def rows(problems, source: str, split: str) -> list[dict]:
@@ -31,7 +31,7 @@ def rows(problems, source: str, split: str) -> list[dict]:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--train", default="data/train/math_train_l3to5.jsonl",
-                    help="thr.data.load_problems source (default: the shipped MATH levels 3-5 file)")
+                    help="thr.data.problems.load_problems source (default: the shipped MATH levels 3-5 file)")
     ap.add_argument("--train-split", default="train")
     ap.add_argument("--levels", default="", help="keep only these MATH levels, e.g. 3,4,5")
     ap.add_argument("--val", default="math500", help="validation source (packaged benchmarks need no network)")

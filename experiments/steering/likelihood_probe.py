@@ -55,7 +55,7 @@ def token_sets(thr: torch.Tensor, dominant: torch.Tensor, mask: torch.Tensor, ge
 
 def positive_loglik(model, sub, positive: torch.Tensor, temperature: float) -> torch.Tensor:
     from thr.core import selective_log_softmax
-    from thr.rollout import policy_forward
+    from thr.rl.batch import policy_forward
 
     logp = selective_log_softmax(policy_forward(model, sub), sub.response_ids, temperature=temperature)
     return (logp * sub.response_mask)[positive].sum()
@@ -80,7 +80,7 @@ def probe_group(model, sub, adv, thr, positive, sets, lr, head, temperature: flo
     ``thr_network``: the whole-network THR of the group; its prediction for the ``full`` scope is
     logged beside the head's as ``predicted_network``."""
     from thr.core import selective_log_softmax
-    from thr.rollout import policy_forward
+    from thr.rl.batch import policy_forward
 
     params = {"head": [head], "full": [p for p in model.parameters() if p.requires_grad]}
     saved = [p.detach().clone() for p in params["full"]]
@@ -114,10 +114,10 @@ def probe_group(model, sub, adv, thr, positive, sets, lr, head, temperature: flo
 def run_seed(seed: int, batches: int, lr: float, extra: list[str], network: bool = False) -> list[dict]:
     from thr.config import load_config
     from thr.core import group_advantages, influence_threshold
-    from thr.modeling import output_embeddings
-    from thr.rollout import build_batch
-    from thr.train import Trainer
-    from thr.train_config import TrainConfig
+    from thr.models.loading import output_embeddings
+    from thr.rl.batch import build_batch
+    from thr.rl.trainer import Trainer
+    from thr.rl.config import TrainConfig
 
     tmp = tempfile.mkdtemp(prefix="thr-probe-")
     cfg = load_config(TrainConfig, [f"seed={seed}", f"embedded.seed={seed}", f"output_dir={tmp}", "log.progress=false",

@@ -14,7 +14,7 @@ from pathlib import Path
 # ``arith`` task, a warm start stopped at a 0.25 accuracy target, one Adam step per rollout at lr
 # 5e-5), pinned so that run.py and likelihood_probe.py run that setup under later defaults (the
 # default is now the ``columns`` task). Not bit-reproducible: the arith reward and held-out
-# accuracy now check the whole chain (``thr.tasks.arith.check_solution``), see docs/steering.md.
+# accuracy now check the whole chain (``thr.data.tasks.arith.check_solution``), see docs/steering.md.
 SWEEP_RECIPE = ["embedded.task=arith", "embedded.n_test=500", "embedded.max_new_tokens=48",
                 "embedded.sft_steps=1200", "embedded.target_val_accuracy=0.25", "data.train=arith",
                 "data.eval=arith", "rollout.max_new_tokens=48", "optim.lr=5e-5", "optim.mini_batches=1"]

@@ -27,7 +27,7 @@ import torch
 
 from thr.analysis.page import clean_json
 from thr.config import load_config, to_dict
-from thr.embedded import EmbeddedConfig
+from thr.models.embedded import EmbeddedConfig
 
 
 @dataclass
@@ -37,7 +37,7 @@ class AnalyzeConfig:
     model: ``embedded`` (the built-in warm-started model, settings in ``embedded.*``), a local
         ``save_pretrained`` directory or a hub name.
     data: a built-in task (``columns``, ``arith``), a packaged benchmark (``math500`` ...), a ``.jsonl``/``.parquet`` path or a
-        HF dataset name (see ``thr.data.load_problems``). split: its split (empty: default).
+        HF dataset name (see ``thr.data.problems.load_problems``). split: its split (empty: default).
     problem_field, answer_field: field names of file/HF rows (empty: auto-detect).
     num_prompts: problems analysed (the first N). group_size: responses per problem, G.
     temperature, top_p, max_new_tokens: sampling (THR uses the same temperature).
@@ -99,13 +99,13 @@ class AnalyzeConfig:
 def load_model(cfg: AnalyzeConfig) -> tuple[Any, Any, str, dict[str, Any] | None]:
     """``(model, tokenizer, prompt template, task settings or None)``.
 
-    A saved model's ``thr_prompt.json`` (``thr.prompts.load_prompt_info``) gives, with
+    A saved model's ``thr_prompt.json`` (``thr.data.prompts.load_prompt_info``) gives, with
     ``prompt_template=auto``, its template, and when ``data`` is the built-in task it was trained
     on, that task's settings.
     """
-    from thr.embedded import warm_start
-    from thr.modeling import load_policy
-    from thr.prompts import resolve_template, task_of
+    from thr.models.embedded import warm_start
+    from thr.models.loading import load_policy
+    from thr.data.prompts import resolve_template, task_of
 
     path = cfg.model
     if cfg.model == "embedded":
@@ -118,7 +118,7 @@ def load_model(cfg: AnalyzeConfig) -> tuple[Any, Any, str, dict[str, Any] | None
 
 def load_data(cfg: AnalyzeConfig, task: dict[str, Any] | None) -> list[Any]:
     """The first ``num_prompts`` problems of ``cfg.data`` (a built-in task with ``task`` settings)."""
-    from thr.data import load_problems, load_task
+    from thr.data.problems import load_problems, load_task
 
     if task is not None:
         problems = load_task(cfg.data, cfg.split or "test", **task)
@@ -135,10 +135,10 @@ def load_data(cfg: AnalyzeConfig, task: dict[str, Any] | None) -> list[Any]:
 
 def sample_groups(cfg: AnalyzeConfig, model: Any, tokenizer: Any, template: str, problems: list[Any]) -> tuple[list, list]:
     """Sampled responses (flat, grouped contiguously) and their verified scores."""
-    from thr.generation import generate
-    from thr.prompts import format_prompt
-    from thr.rewards import score_response
-    from thr.tasks import checker_for
+    from thr.models.generation import generate
+    from thr.data.prompts import format_prompt
+    from thr.rl.rewards import score_response
+    from thr.data.tasks import checker_for
 
     prompts = [format_prompt(tokenizer, p.problem, template) for p in problems]
     groups = generate(model, tokenizer, prompts, n=cfg.group_size, temperature=cfg.temperature, top_p=cfg.top_p,
@@ -156,7 +156,7 @@ def score_groups(cfg: AnalyzeConfig, model: Any, tokenizer: Any, problems: list[
     """Per-token THR records (the ``groups.jsonl`` layout) of the sampled groups."""
     from thr.analysis.tokens import forward_statistics, group_records
     from thr.core import group_advantages
-    from thr.rollout import build_batch
+    from thr.rl.batch import build_batch
 
     device = next(model.parameters()).device
     rewards = torch.tensor([s.reward for s in scores], dtype=torch.float32)
@@ -208,7 +208,7 @@ def write_outputs(out: Path, records: list[dict[str, Any]], summary: dict[str, A
 
 def run_analyze(cfg: AnalyzeConfig) -> dict[str, Any]:
     """Run the whole analysis; returns the summary written to ``output_dir/summary.json``."""
-    from thr.modeling import check_model_path
+    from thr.models.loading import check_model_path
 
     cfg.validate()
     out = Path(cfg.output_dir)

@@ -29,7 +29,7 @@ TIME_KEYS = (("time/rollout", "rollout"), ("time/old_pass", "old-policy pass"), 
 
 def load_run(run_dir: str | Path) -> dict[str, Any]:
     """The files of a run directory (missing ones are empty)."""
-    from thr.run_log import read_jsonl
+    from thr.rl.run_log import read_jsonl
 
     run = Path(run_dir)
     if not (run / "metrics.jsonl").is_file():

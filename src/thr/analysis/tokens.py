@@ -79,9 +79,9 @@ def token_statistics(
 @torch.no_grad()
 def forward_statistics(model: Any, batch: Any, correct: torch.Tensor, advantages: torch.Tensor, *, group_size: int,
                        temperature: float, beta: float, chunk_size: int, method: str, micro_batch_size: int) -> dict[str, torch.Tensor]:
-    """:func:`token_statistics` of a :class:`thr.rollout.RolloutBatch`, whole groups per forward."""
-    from thr.modeling import capture_head_inputs, lm_head_weight
-    from thr.rollout import policy_forward
+    """:func:`token_statistics` of a :class:`thr.rl.batch.RolloutBatch`, whole groups per forward."""
+    from thr.models.loading import capture_head_inputs, lm_head_weight
+    from thr.rl.batch import policy_forward
 
     B, T = batch.response_ids.shape
     out = {k: torch.zeros(B, T) for k in STAT_KEYS}

@@ -42,7 +42,7 @@ from thr.integrations._groups import (
     positive_responses,
     validate_thr_settings,
 )
-from thr.modeling import output_embeddings
+from thr.models.loading import output_embeddings
 
 __all__ = ["THRConfig", "THRGRPOTrainer"]
 

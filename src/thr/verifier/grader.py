@@ -1,0 +1,515 @@
+"""Math answer verifier: ``verify(response, gold) -> bool``.
+
+Pipeline for one call (see ``docs/verifier.md`` for the full rules):
+
+1. :func:`extract_answer` pulls the final answer out of the completion (and out of the gold
+   when the gold is itself a solution with ``\\boxed{}`` or ``####``).
+   Units written after a number on both sides must agree (``12 cm`` is not ``12 m``).
+2. A cheap in-process fast path decides most cases: :func:`normalize_answer` string equality,
+   exact rational comparison of plain numbers, element-wise comparison of tuples, intervals,
+   sets and comma lists.
+3. Anything left goes to ``math_verify`` (LaTeX -> sympy) in a persistent worker *subprocess*
+   with a hard wall-clock timeout: a pathological expression kills the worker (it is restarted
+   on the next call), never the caller. This works from any thread.
+
+``verify`` never raises: no answer, a truncated answer, a timeout or any error gives False.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import re
+import select
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+from thr.verifier.extract import all_boxes, answer_region, extract_from_text
+from thr.verifier.normalize import (
+    as_rational,
+    base_number,
+    bracketed,
+    is_word_answer,
+    normalize_answer,  # noqa: F401 - re-exported API
+    normalize_core,
+    numerically_different,
+    parse_is_complete,
+    rationals_match,
+    split_assignment,
+    split_top,
+    unit_of,
+    word_key,
+)
+
+__all__ = ["extract_answer", "normalize_answer", "verify", "verify_batch", "warmup", "shutdown_worker"]
+
+_WORKER_START_TIMEOUT_S = 120.0
+# The worker needs only this module, thr.verifier.extract and thr.verifier.normalize: register ``thr`` as a bare package
+# pointing at its directory so that thr/__init__.py (which may import torch) is not executed.
+_WORKER_BOOT = (
+    "import sys, types; pkg = types.ModuleType('thr'); pkg.__path__ = [sys.argv[1]]; "
+    "sys.modules['thr'] = pkg; from thr.verifier.grader import _worker_main; _worker_main()"
+)
+
+
+# ----------------------------------------------------------------------------- extraction
+
+
+def extract_answer(response: str) -> str | None:
+    """Final answer of a completion, as text (a substring of it, several boxes joined with
+    ``", "``, or the value side of an equation); None when there is none.
+
+    Precedence (the first that applies; ``docs/verifier.md`` has the details): the last
+    ``\\boxed{...}``/``\\fbox{...}``, merged with the boxes just before it when only separators
+    join them (``x=\\boxed{2}`` or ``x=\\boxed{3}`` -> ``2, 3``); else the answer after the last
+    "final answer is"/"the answer is"/"answer:" phrase or "Final Answer" heading; else GSM8K
+    ``#### N``; else the last display math (``\\[..\\]``, ``$$..$$``) at the end; else the final
+    line when it is only an answer, holds its last inline math, or states a number
+    (``So the total is 36.``); a one-line response that is just a formula is its own answer.
+    A truncated last box gives None. With a think trace, only the text after the last
+    ``</think>`` is searched; an unclosed ``<think>`` gives None.
+    """
+    if not isinstance(response, str) or not response.strip():
+        return None
+    region = answer_region(response)
+    if region is None:
+        return None
+    return extract_from_text(region)
+
+
+def _gold_answer(gold: Any) -> str | None:
+    """The gold answer string: a bare answer, or extracted when the gold is a full solution."""
+    if isinstance(gold, (list, tuple)):
+        parts = [str(g).strip() for g in gold if str(g).strip()]
+        return ", ".join(parts) if parts else None
+    if gold is None:
+        return None
+    gold = str(gold).strip()
+    if not gold:
+        return None
+    boxed = re.search(r"\\(?:boxed|fbox)\b|####", gold) is not None
+    if not boxed and len(gold) > 60 and re.search(r"final\s+answer", gold, re.IGNORECASE):
+        return extract_answer(gold)  # a worked solution ending "The final answer is $X$."
+    if boxed:
+        answer = extract_answer(gold)
+        region = answer_region(gold)
+        short = region is not None and len(region) <= 200 and "\n" not in region.strip()
+        boxes = all_boxes(region, max_words_between=3) if answer is not None and short else []
+        if len(set(boxes)) > 1:
+            # a short reference whose boxes are joined by a few words ("\\boxed{1} papers and
+            # \\boxed{2} bins", not "\\boxed{1}. No: \\boxed{2}") has a several-part answer: all
+            # of them, never just the last (a full solution that repeats its answer in several
+            # boxes keeps the last-box rule)
+            return ", ".join(dict.fromkeys(boxes))
+        return answer
+    return gold
+
+
+# ----------------------------------------------------------------------------- fast path
+
+
+def _fast(gold: str, pred: str) -> bool | None:
+    """Decide without sympy when possible: True/False, or None when undecided."""
+    if gold == pred:
+        return True
+    bg, bp = base_number(gold), base_number(pred)
+    if bg is not None or bp is not None:
+        # math_verify drops base subscripts (2516_8 -> 2516): compare digits and base exactly
+        return bg == bp
+    rg, rp = as_rational(gold), as_rational(pred)
+    if rg is not None and rp is not None:
+        return rationals_match(rg, rp)
+    if rg is None and rp is None and is_word_answer(gold) and is_word_answer(pred):
+        return word_key(gold) == word_key(pred)
+    return None
+
+
+def _decimal_comma_pair(a: str, b: str) -> bool:
+    """``a`` is ``b`` with its decimal point written as a comma (``1,22`` / ``1.22``). Only one
+    comma, not a thousands pattern (``1,000`` is 1000, not 1.0; see ``_THOUSANDS_RE``), and
+    only for whole answers: inside a tuple or list the comma separates items."""
+    return (
+        re.fullmatch(r"-?\d+,\d+", a) is not None
+        and re.fullmatch(r"-?\d+\.\d+", b) is not None
+        and a.replace(",", ".") == b
+    )
+
+
+# ----------------------------------------------------------------------------- sympy worker
+
+
+class _Worker:
+    """A persistent ``math_verify`` subprocess speaking JSON lines over pipes.
+
+    After a timeout the process is killed and a replacement is spawned at once (without
+    waiting for it), so its import time mostly overlaps with the caller's other work.
+    """
+
+    def __init__(self) -> None:
+        """No process yet: it is spawned on first use."""
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._ready = False
+        self._buf = b""
+        self._lock = threading.Lock()
+        self.busy = False  # checked out by a caller (see _Pool)
+        self.calls = 0  # comparisons sent to the worker
+        self.starts = 0  # processes spawned, e.g. after a timeout kill
+
+    def _spawn(self) -> None:
+        """Start the subprocess (does not wait for it to be ready)."""
+        env = dict(os.environ)
+        env.setdefault("OMP_NUM_THREADS", "1")
+        self._proc = subprocess.Popen(
+            [sys.executable, "-c", _WORKER_BOOT, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=env,
+        )
+        self._ready = False
+        self._buf = b""
+        self.starts += 1
+
+    def _ensure_ready(self) -> None:
+        """Spawn if needed and wait for the worker's ``ready`` line."""
+        if self._proc is None or self._proc.poll() is not None:
+            self._spawn()
+        if not self._ready:
+            if self._readline(_WORKER_START_TIMEOUT_S) != {"ready": True}:
+                self.close()
+                raise RuntimeError("verifier worker failed to start")
+            self._ready = True
+
+    def _readline(self, timeout_s: float) -> Any:
+        """Next JSON line from the worker, or None on timeout/EOF."""
+        assert self._proc is not None and self._proc.stdout is not None
+        fd = self._proc.stdout.fileno()
+        deadline = time.monotonic() + timeout_s
+        while b"\n" not in self._buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            ready, _, _ = select.select([fd], [], [], left)
+            if not ready:
+                return None
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return None
+            self._buf += chunk
+        line, self._buf = self._buf.split(b"\n", 1)
+        return json.loads(line)
+
+    def compare(self, gold: str, pred: str, timeout_s: float) -> bool:
+        """math_verify equivalence in the worker; False on timeout (the worker is then replaced)."""
+        with self._lock:
+            self._ensure_ready()
+            assert self._proc is not None and self._proc.stdin is not None
+            self.calls += 1
+            msg = json.dumps({"g": gold, "p": pred, "t": timeout_s}) + "\n"
+            try:
+                self._proc.stdin.write(msg.encode())
+                self._proc.stdin.flush()
+            except OSError:
+                self.close()
+                return False
+            reply = self._readline(timeout_s + 0.5)
+            if not isinstance(reply, dict) or "r" not in reply:
+                self.close()
+                self._spawn()  # warm up the replacement in the background
+                return False
+            return bool(reply["r"])
+
+    def close(self) -> None:
+        """Kill the worker process (if any)."""
+        proc, self._proc = self._proc, None
+        self._ready = False
+        if proc is not None:
+            try:
+                proc.kill()
+                proc.wait(timeout=5)
+            except Exception:  # noqa: BLE001 - best effort cleanup
+                pass
+
+    def forget(self) -> None:
+        """After ``fork()`` in the child: drop the parent's process handle without killing it."""
+        self._proc = None
+        self._ready = False
+        self._buf = b""
+        self._lock = threading.Lock()
+        self.busy = False
+
+
+class _Pool:
+    """Workers handed out per comparison: an idle one, else a new one up to ``max_workers``,
+    else a shared one (its lock serialises). Single-threaded use needs only one process."""
+
+    def __init__(self, max_workers: int) -> None:
+        """An empty pool; workers are created on demand."""
+        self.max_workers = max(1, max_workers)
+        self.workers: list[_Worker] = []
+        self._lock = threading.Lock()
+        self._turn = 0
+
+    def checkout(self) -> _Worker:
+        """An idle worker, a new one (below the cap) or a shared one; release it after use."""
+        with self._lock:
+            for w in self.workers:
+                if not w.busy:
+                    w.busy = True
+                    return w
+            if len(self.workers) < self.max_workers:
+                w = _Worker()
+                self.workers.append(w)
+                w.busy = True
+                return w
+            self._turn = (self._turn + 1) % len(self.workers)
+            return self.workers[self._turn]
+
+    def release(self, w: _Worker) -> None:
+        """Mark a checked-out worker idle again."""
+        with self._lock:
+            w.busy = False
+
+    def compare(self, gold: str, pred: str, timeout_s: float) -> bool:
+        """:meth:`_Worker.compare` on a checked-out worker."""
+        w = self.checkout()
+        try:
+            return w.compare(gold, pred, timeout_s)
+        finally:
+            self.release(w)
+
+    def close(self) -> None:
+        """Kill every worker process."""
+        for w in list(self.workers):
+            w.close()
+
+    def forget(self) -> None:
+        """After ``fork()`` in the child: drop the parent's processes (see :meth:`_Worker.forget`)."""
+        self._lock = threading.Lock()
+        for w in self.workers:
+            w.forget()
+
+    @property
+    def calls(self) -> int:
+        """Comparisons sent to workers so far."""
+        return sum(w.calls for w in self.workers)
+
+    @property
+    def starts(self) -> int:
+        """Worker processes spawned so far."""
+        return sum(w.starts for w in self.workers)
+
+
+_POOL = _Pool(int(os.environ.get("THR_VERIFY_WORKERS", str(min(4, os.cpu_count() or 1)))))
+atexit.register(_POOL.close)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_POOL.forget)
+
+
+def warmup() -> None:
+    """Start the first sympy worker in the background (non-blocking), so that the first
+    ``verify`` that needs sympy does not wait for its imports. Optional."""
+    w = _POOL.checkout()
+    try:
+        with w._lock:
+            if w._proc is None or w._proc.poll() is not None:
+                w._spawn()
+    finally:
+        _POOL.release(w)
+
+
+def shutdown_worker() -> None:
+    """Stop the sympy worker subprocesses (they restart on demand)."""
+    _POOL.close()
+
+
+_PARSE_CACHE: dict[str, list[Any]] = {}
+
+
+def _mv_parse(answer: str) -> list[Any]:
+    """math_verify parse of one normalised answer (worker side, cached); [] when it fails or
+    drops part of the input."""
+    hit = _PARSE_CACHE.get(answer)
+    if hit is not None:
+        return hit
+    from math_verify import LatexExtractionConfig, parse
+
+    cfg = [LatexExtractionConfig(boxed_match_priority=0)]
+    parsed = parse("\\boxed{" + answer + "}", extraction_config=cfg, parsing_timeout=None)
+    if parsed and not parse_is_complete(answer, parsed[0]):
+        parsed = []
+    if len(_PARSE_CACHE) > 4096:
+        _PARSE_CACHE.clear()
+    _PARSE_CACHE[answer] = parsed
+    return parsed
+
+
+def _mv_compare(gold: str, pred: str) -> bool:
+    """Run inside the worker: parse both with math_verify, refute numerically, else compare."""
+    from math_verify import verify as mv_verify
+
+    g, p = _mv_parse(gold), _mv_parse(pred)
+    if not g or not p:
+        return False
+    try:
+        if numerically_different(g[0], p[0]):
+            return False
+    except Exception:  # noqa: BLE001 - the probe is only a shortcut
+        pass
+    return bool(mv_verify(g, p, timeout_seconds=None))
+
+
+class _Alarm(BaseException):
+    """Raised inside the worker when a comparison runs past its budget."""
+
+
+def _worker_main() -> None:
+    """Entry point of the worker subprocess: answer JSON-line requests until stdin closes."""
+    import logging
+    import signal
+
+    logging.disable(logging.CRITICAL)
+    out = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)  # stray prints must not corrupt the protocol
+
+    def _on_alarm(signum: int, frame: Any) -> None:
+        """SIGALRM handler: abort the current comparison."""
+        raise _Alarm()
+
+    signal.signal(signal.SIGALRM, _on_alarm)
+    _mv_compare("1", "1")  # import and warm up before announcing readiness
+    out.write(json.dumps({"ready": True}) + "\n")
+    for line in sys.stdin:
+        req = json.loads(line)
+        result = False
+        try:
+            signal.setitimer(signal.ITIMER_REAL, max(0.05, 0.9 * float(req["t"])))
+            result = _mv_compare(req["g"], req["p"])
+        except BaseException:  # noqa: BLE001 - timeout or sympy failure: not equal
+            result = False
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        out.write(json.dumps({"r": bool(result)}) + "\n")
+
+
+# ----------------------------------------------------------------------------- comparison
+
+
+def _equivalent(gold: str, pred: str, deadline: float, depth: int = 0) -> bool:
+    """Normalised answers equal? Fast path, then containers element-wise, then sympy."""
+    if depth > 0:
+        gold, pred = normalize_core(gold), normalize_core(pred)
+    lhs_g, rhs_g = split_assignment(gold)
+    lhs_p, rhs_p = split_assignment(pred)
+    if lhs_g is not None and lhs_p is not None and lhs_g != lhs_p:
+        return False
+    if (lhs_g is None and "=" in gold) or (lhs_p is None and "=" in pred):
+        pass  # one side is a general equation: compare whole equations (e.g. y=... vs 2x+4y=3)
+    else:
+        gold, pred = rhs_g, rhs_p
+    if not gold or not pred:
+        return False
+    fast = _fast(gold, pred)
+    if fast is not None:
+        return fast
+    if depth < 3:
+        cg, cp = bracketed(gold), bracketed(pred)
+        if cg is not None and cp is not None:
+            return _containers_equal(cg, cp, deadline, depth)
+        lg, lp = split_top(gold), split_top(pred)
+        if cg is not None or cp is not None:
+            # a set written with braces equals the same bare comma list; tuples/intervals do not
+            if cg is not None and cg[0] == "\\{" and len(lp) > 1:
+                return _unordered_equal(cg[2], lp, deadline, depth)
+            if cp is not None and cp[0] == "\\{" and len(lg) > 1:
+                return _unordered_equal(lg, cp[2], deadline, depth)
+            if len(lg) > 1 or len(lp) > 1:
+                return False  # a tuple/interval never equals a bare list
+            # one bracketed, one single item: leave it to sympy (e.g. "(1,2)" vs "1<x<2")
+        elif len(lg) > 1 or len(lp) > 1:
+            if len(set(lg)) == len(lg) and all(bracketed(q) is not None for q in lp):
+                lp = list(dict.fromkeys(lp))  # a solution tuple listed twice is still one solution
+            return _unordered_equal(lg, lp, deadline, depth)
+    left = deadline - time.monotonic()
+    if left <= 0.05:
+        return False
+    return _POOL.compare(gold, pred, left)
+
+
+def _containers_equal(
+    cg: tuple[str, str, list[str]], cp: tuple[str, str, list[str]], deadline: float, depth: int
+) -> bool:
+    """Tuples/intervals: same brackets, element-wise in order; sets ``\\{\\}``: any order."""
+    (go, gc, gi), (po, pc, pi) = cg, cp
+    if (go, gc) != (po, pc) or len(gi) != len(pi):
+        return False
+    if go == "\\{":
+        return _unordered_equal(gi, pi, deadline, depth)
+    return all(_equivalent(a, b, deadline, depth + 1) for a, b in zip(gi, pi))
+
+
+def _unordered_equal(ga: list[str], pa: list[str], deadline: float, depth: int) -> bool:
+    """Multiset equality of two item lists under :func:`_equivalent` (greedy matching)."""
+    if len(ga) != len(pa):
+        return False
+    left = list(pa)
+    for a in ga:
+        for j, b in enumerate(left):
+            if _equivalent(a, b, deadline, depth + 1):
+                del left[j]
+                break
+        else:
+            return False
+    return True
+
+
+def verify(response: str, gold: str, *, timeout_s: float = 2.0) -> bool:
+    """Whether the final answer of ``response`` is mathematically equal to ``gold``.
+
+    ``gold`` may be a bare answer (``"\\frac{1}{2}"``, ``"033"``, ``5``, ``"x=3"``) or a full
+    solution holding ``\\boxed{}``/``####``. Returns False, never raises, when either side has no
+    answer, on timeout (``timeout_s`` wall-clock seconds for the sympy stage) or on any error.
+    """
+    try:
+        deadline = time.monotonic() + timeout_s
+        pred_raw = extract_answer(response)
+        gold_raw = _gold_answer(gold)
+        if not pred_raw or not gold_raw:
+            return False
+        ug, up = unit_of(gold_raw), unit_of(pred_raw)
+        if ug is not None and up is not None and ug != up:
+            return False  # same number, different unit: 5 cm is not 5 m
+        g, p = normalize_core(gold_raw), normalize_core(pred_raw)
+        if not g or not p:
+            return False
+        raw = gold_raw + " " + pred_raw
+        decimal_comma = _decimal_comma_pair(p, g)  # never the other way: a gold "-2,1" is a list
+        if decimal_comma and "{," not in raw and not re.search(r",\s", raw):
+            return True  # "1000,99" is 1000.99 ("1{,}5" is a grouping, "3, 75" a list)
+        return _equivalent(g, p, deadline)
+    except Exception:  # noqa: BLE001 - a reward function must not crash training
+        return False
+
+
+def verify_batch(
+    responses: list[str], golds: list[str], *, timeout_s: float = 2.0, threads: int | None = None
+) -> list[bool]:
+    """:func:`verify` over aligned lists (``len(responses) == len(golds)``).
+
+    With ``threads > 1`` (default: the worker cap, ``THR_VERIFY_WORKERS`` or ``min(4, CPUs)``)
+    the calls run on a thread pool, so comparisons that need sympy spread over several worker
+    processes; results keep the input order.
+    """
+    if len(responses) != len(golds):
+        raise ValueError(f"{len(responses)} responses but {len(golds)} golds")
+    n_threads = _POOL.max_workers if threads is None else max(1, threads)
+    if n_threads == 1 or len(responses) < 2:
+        return [verify(r, g, timeout_s=timeout_s) for r, g in zip(responses, golds)]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=n_threads) as ex:
+        return list(ex.map(lambda rg: verify(rg[0], rg[1], timeout_s=timeout_s), zip(responses, golds)))

@@ -1,0 +1,468 @@
+"""Helpers for the math verifier: LaTeX normalisation, exact numbers, and the sympy-side guards
+that run inside the verifier's worker process (answer extraction: :mod:`thr.verifier.extract`).
+
+Everything up to the "sympy-side guards" section is pure ``re``/``fractions`` code with bounded
+work per call, safe to run in-process on every completion (no sympy, no risk of hanging). The
+guards import sympy lazily and only ever run in the worker subprocess, under its timeout.
+:mod:`thr.verifier` builds the public API on top of this module.
+"""
+
+from __future__ import annotations
+
+import re
+from fractions import Fraction
+from typing import Any
+
+from thr.verifier.extract import _MATH_OPEN, _MAX_ANSWER_CHARS
+
+# ----------------------------------------------------------------------------- normalisation
+
+_REMOVE_TOKENS = (
+    "\\left", "\\right", "\\!", "\\,", "\\;", "\\:", "\\displaystyle", "\\bigl", "\\bigr",
+    "\\Bigl", "\\Bigr", "\\big", "\\Big", "\\limits",
+)
+_DEGREE_RE = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|°|\\degree|\^\s*\{\s*\\text\{\s*o\s*\}\s*\}")
+_TEXT_CMD_RE = re.compile(
+    r"\\(?:text|textbf|textit|textrm|textsf|texttt|textup|mbox|hbox|mathrm|mathbf|mathit|mathsf|mathtt|textnormal|operatorname)"
+    r"\s*\{([^{}]*)\}"
+)
+_SHORT_UNITS = (
+    "cm|mm|km|m|nm|um|g|kg|mg|s|ms|h|hr|hrs|min|L|mL|ml|ft|in|yd|mi|lb|lbs|oz|mph|Hz|kHz|MHz|GHz|J|kJ|"
+    "W|kW|V|A|N|Pa|kPa|K|eV|keV|MeV|GeV|mol|AU|pc|cal|kcal"
+)
+_UNIT_WORD_RE = re.compile(
+    r"^(?P<num>[-+]?(?:\d[\d,]*)?\.?\d+)\s+(?:(?:[a-z]{3,}|(?:" + _SHORT_UNITS + r"))(?:\^\{?[23]\}?)?\.?\s*)+$"
+)
+_THOUSANDS_RE = re.compile(r"^[-+]?[1-9]\d{0,2}(?:,\d{3})+(?:\.\d+)?$")
+_FRAC_SHORT_RE = re.compile(r"\\frac\s*(\d)\s*(\d)")
+_FRAC_HALF_SHORT_RE = re.compile(r"\\frac\s*\{([^{}]*)\}\s*(\d)")
+_SQRT_SHORT_RE = re.compile(r"\\sqrt\s*(\d|[a-zA-Z])")
+_FRAC_FIRST_SHORT_RE = re.compile(r"\\frac\s*(\d)\s*\{")
+_WS_RE = re.compile(r"(\\[a-zA-Z]+)\s+(?=[a-zA-Z])|\s+")
+_ASSIGN_RE = re.compile(
+    r"^\s*([a-zA-Z](?:_\{?\w+\}?)?|\\[a-zA-Z]+|\((?:[a-zA-Z],)+[a-zA-Z]\))\s*(?:=|\\in(?![a-zA-Z]))\s*(?P<rhs>[^=<>]+)$"
+)
+
+
+_SPAN_UNIT_RE = re.compile(r"^\$([^$]{1,60})\$\s*([a-z][a-z ]{1,30})$")
+_UNICODE_MATH = (
+    ("\u2212", "-"), ("\u00d7", "\\times "), ("\u00b7", "\\cdot "), ("\u22c5", "\\cdot "), ("\u00f7", "\\div "),
+    ("\u03c0", "\\pi "), ("\u221e", "\\infty "), ("\u2264", "\\le "), ("\u2265", "\\ge "), ("\u2260", "\\ne "),
+    ("\u221a", "\\sqrt"), ("\u00bd", "\\frac{1}{2}"), ("\u00bc", "\\frac{1}{4}"), ("\u00be", "\\frac{3}{4}"),
+)
+_CURRENCY_RE = re.compile(r"^\s*(?:€|£|¥|\\euro|\\pounds|(?:US|CA|AU)?\\?\$|USD|EUR|GBP|Rs\.?)\s*(?=[-+.\d])|(?<=\d)\s*(?:€|£|USD|EUR|GBP)\s*$")
+
+
+def _unwrap_text(s: str) -> str:
+    """Replace ``\\text{...}``-like commands by their content, innermost first."""
+    for _ in range(5):
+        new = _TEXT_CMD_RE.sub(lambda m: m.group(1), s)
+        if new == s:
+            break
+        s = new
+    return s
+
+
+def _strip_units(s: str) -> str:
+    """Drop a trailing ``\\text{unit}`` after a number, and plain unit words (``10 cm``)."""
+    s = re.sub(
+        r"(?<=[\d}])\s*\\(?:text|textbf|textnormal|textrm|textit|mbox|mathrm)\s*"
+        r"\{\s*[a-zA-Z][a-zA-Z .\^\d/]*\}\s*(\^\s*\{?\d\}?)?$",
+        "",
+        s,
+    )
+    s = re.sub(r"(?<=\d)\s?[a-zA-Z]{1,3}[²³]$", "", s)  # "12 m²"
+    m = _UNIT_WORD_RE.match(s)
+    if m:
+        return m.group("num")
+    return s
+
+
+_UNIT_NUM_RE = re.compile(
+    r"^(?P<num>[-+]?(?:\d[\d,]*\.?\d*|\.\d+)(?:\s*(?:\\times|\\cdot)\s*10\^\{?[-+]?\d+\}?)?)\s*(?P<unit>.+)$"
+)
+_UNIT_TEXT_RE = re.compile(r"(?:[A-Za-z]+|\^\{?-?\d\}?|/|\s|\\cdot|\.|\(|\))+")
+_UNIT_SYNONYMS = {
+    "meter": "m", "metre": "m", "centimeter": "cm", "centimetre": "cm", "millimeter": "mm",
+    "millimetre": "mm", "kilometer": "km", "kilometre": "km", "second": "s", "sec": "s",
+    "minute": "min", "mins": "min", "hour": "h", "hr": "h", "hrs": "h", "gram": "g", "kilogram": "kg",
+    "liter": "L", "litre": "L", "l": "L", "milliliter": "mL", "millilitre": "mL", "ml": "mL",
+    "foot": "ft", "feet": "ft", "inch": "in", "inches": "in", "yard": "yd", "mile": "mi",
+    "pound": "lb", "lbs": "lb", "dollar": "usd", "usd": "usd", "buck": "usd", "cent": "cent",
+    "euro": "eur", "degree": "deg", "percent": "%", "percentage": "%", "pct": "%", "unit": "unit",
+}
+
+
+def _unit_word(w: str) -> str:
+    """Canonical spelling of one unit word (plural and long forms folded)."""
+    low = w.lower()
+    if low in _UNIT_SYNONYMS:
+        return _UNIT_SYNONYMS[low]
+    if len(w) > 3 and low.endswith("s") and low[:-1] in _UNIT_SYNONYMS:
+        return _UNIT_SYNONYMS[low[:-1]]
+    if len(w) > 3:
+        return low[:-1] if low.endswith("s") and not low.endswith("ss") else low
+    return w
+
+
+def unit_of(raw: str) -> str | None:
+    """Canonical unit written after a number (``10\\text{ cm}^2`` -> ``cm^2``, ``\\$5`` ->
+    ``usd``, ``90^\\circ`` -> ``deg``, ``5 meters`` -> ``m``); None when the answer is not a
+    number with a unit. Used to reject two answers with the same number in different units."""
+    s = str(raw).strip()
+    if not s or len(s) > 200:
+        return None
+    m = _SPAN_UNIT_RE.match(s)
+    if m:  # "$125$ miles" is 125 miles, not dollars
+        s = m.group(1).strip() + " " + m.group(2)
+    s = s.replace("²", "^2").replace("³", "^3")
+    for open_, close in _MATH_OPEN:
+        if s.startswith(open_) and s.endswith(close) and len(s) >= len(open_) + len(close):
+            s = s[len(open_) : len(s) - len(close)].strip()
+    for tok in _REMOVE_TOKENS:
+        s = s.replace(tok, " ")
+    s = s.replace("{,}", ",").replace("~", " ").replace("\\ ", " ")
+    s = _unwrap_text(s).strip().rstrip(".").strip()
+    if re.match(r"^(?:\\\$|\$|US\$|USD)\s*[-+.\d]", s):
+        return "usd"
+    if re.match(r"^(?:€|\\euro|EUR)\s*[-+.\d]", s):
+        return "eur"
+    m = _UNIT_NUM_RE.match(s)
+    if not m:
+        return None
+    unit = m.group("unit").strip()
+    if not re.match(r"[A-Za-z]", unit) and not _DEGREE_RE.fullmatch(unit) and unit not in ("\\%", "%"):
+        return None
+    if re.match(r"[A-Za-z]", s[m.end("num") : m.end("num") + 1]) and not re.search(r"\\(?:text|mbox|mathrm)", raw):
+        return None  # "2x": a coefficient and a variable, not a unit
+    if _DEGREE_RE.fullmatch(unit):
+        return "deg"
+    if unit in ("\\%", "%"):
+        return "%"
+    if not _UNIT_TEXT_RE.fullmatch(unit) or re.search(r"\b(?:and|or)\b", unit) or not re.search(r"[A-Za-z]", unit):
+        return None
+    unit = re.sub(r"\^\{?(-?\d)\}?", r"^\1", unit).replace("\\cdot", "*")
+    unit = re.sub(r"\bsquare\s+([A-Za-z]+)", r"\1^2", unit)
+    unit = re.sub(r"\bcubic\s+([A-Za-z]+)", r"\1^3", unit)
+    unit = re.sub(r"\bsq\.?\s+([A-Za-z]+)", r"\1^2", unit)
+    unit = re.sub(r"[A-Za-z]+", lambda w: _unit_word(w.group()), unit)
+    return re.sub(r"\s+", "", unit) or None
+
+
+def split_assignment(s: str) -> tuple[str | None, str]:
+    """``("x", "3")`` for a normalised single-variable assignment ``x=3``; ``(None, s)`` otherwise."""
+    m = _ASSIGN_RE.match(s)
+    if m:
+        return m.group(1), m.group("rhs").strip()
+    return None, s
+
+
+def normalize_core(s: str) -> str:
+    """:func:`normalize_answer` without removing an assignment's left-hand side."""
+    s = str(s).strip()
+    if len(s) > _MAX_ANSWER_CHARS:
+        return s
+    for open_, close in _MATH_OPEN:
+        if s.startswith(open_) and s.endswith(close) and len(s) >= len(open_) + len(close):
+            s = s[len(open_) : len(s) - len(close)].strip()
+    s = s.replace("\n", " ").rstrip(".").strip()
+    m = _SPAN_UNIT_RE.match(s)
+    if m:  # "$125$ miles": a math span and a unit word
+        s = m.group(1).strip() + " " + m.group(2)
+    s = re.sub(r"(?<=\d),\\!\s*(?=\d{3})", ",", s)  # "11,\\! 111": a LaTeX thousands separator
+    for uni, tex in _UNICODE_MATH:
+        if uni in s:
+            s = s.replace(uni, tex)
+    for tok in _REMOVE_TOKENS:
+        s = re.sub(r"(?<!\\)" + re.escape(tok) + r"(?![a-zA-Z])", "", s)
+    s = re.sub(r"(?<!\\)\\ ", " ", s).replace("~", " ").replace("{,}", ",").replace("**", "^")
+    s = re.sub(r"\\(?:d|t|c)frac", r"\\frac", s)
+    s = _DEGREE_RE.sub("", s)
+    s = re.sub(r"(?<=\d)\s*(?:percent(?:age)?|pct)\b", "%", s)
+    s = s.replace("\\%", "").replace("%", "").replace("\\$", "").replace("$", "")
+    s = _CURRENCY_RE.sub("", s)
+    s = _strip_units(s.strip())
+    s = _unwrap_text(s).strip()
+    s = _strip_units(s)  # "\\text{12 cm}" is "12 cm" once unwrapped
+    s = re.sub(r"\s*\\(?:lor|vee)\s*", " or ", s)
+    s = re.sub(r"^(?:\\approx|\\sim|≈|about|approximately)\s*", "", s)
+    s = re.sub(r"^([a-zA-Z])\s*(?:\\approx|≈)\s*(?=[-+.\d])", r"\1=", s)  # "x \\approx 11": x = 11
+    s = re.sub(r"(?<=[)\]])\s*or\s*(?=[(\[])", ",", s)  # "(11,7)or(7,11)"
+    s = re.sub(r"\s*,?\s+(?:and|or)\s+", ",", s)  # "2 and -2", "1, 2, and 3" -> comma lists
+    s = _FRAC_SHORT_RE.sub(r"\\frac{\1}{\2}", s)
+    s = _FRAC_HALF_SHORT_RE.sub(r"\\frac{\1}{\2}", s)
+    s = _FRAC_FIRST_SHORT_RE.sub(r"\\frac{\1}{", s)
+    s = _SQRT_SHORT_RE.sub(r"\\sqrt{\1}", s)
+    s = s.strip().rstrip(".").strip()
+    if _THOUSANDS_RE.match(s):
+        s = s.replace(",", "")
+    s = _WS_RE.sub(lambda m: m.group(1) + " " if m.group(1) else "", s)
+    if ";" in s and "," not in s:  # "(1; 2)", "x=1; x=2": semicolons as separators
+        s = s.replace(";", ",")
+    s = re.sub(r"^([-+]?)0+(?=\d)", r"\1", s)
+    s = re.sub(r"^\(([A-Z])\)$", r"\1", s)  # multiple-choice "(C)" -> "C"
+    if re.fullmatch(r"\{[^{}]*,[^{}]*\}", s):  # "{1,2,3}" written without backslashes: a set
+        s = "\\{" + s[1:-1] + "\\}"
+    if s.startswith("+"):
+        s = s[1:]
+    return _expand_pm(s)
+
+
+def _expand_pm(s: str) -> str:
+    """``a\\pm b`` -> ``a+b,a-b`` (a bare list) when ``\\pm`` occurs once and no comma is present."""
+    if s.count("\\pm") != 1 or "," in s or "\\mp" in s:
+        return s
+    if "=" in s:  # "x = \\pm 3" -> "x=3,-3"
+        lhs, rhs = split_assignment(s)
+        if lhs is None or "=" in rhs:
+            return s
+        return f"{lhs}={_expand_pm(rhs)}"
+    pre, post = s.split("\\pm")
+    if not post:
+        return s
+    return f"{pre}+{post},{pre}-{post}" if pre else f"{post},-{post}"
+
+
+def normalize_answer(s: str) -> str:
+    """String-level normalisation of an answer, used for fast exact comparison.
+
+    In order: strip math delimiters (``$``, ``\\(``, ``\\[``), spacing and sizing commands
+    (``\\left``, ``\\,`` ...), degree marks (``^\\circ``), percent signs (``50\\%`` -> ``50``),
+    dollar signs, trailing units (``\\text{ cm}``, ``10 meters``), ``\\text{}`` wrappers;
+    ``\\dfrac``/``\\tfrac`` -> ``\\frac`` with braces added (``\\frac12`` -> ``\\frac{1}{2}``),
+    ``\\sqrt2`` -> ``\\sqrt{2}``, ``**`` -> ``^``; thousands separators in plain numbers
+    (``1,000`` -> ``1000``); all whitespace and a trailing period; leading zeros of integers
+    (``033`` -> ``33``); ``(C)`` -> ``C``; finally the left-hand side of a single-variable
+    assignment (``x = 3`` -> ``3``).
+    """
+    return split_assignment(normalize_core(s))[1]
+
+
+# ----------------------------------------------------------------------------- exact numbers
+
+_INT_RE = re.compile(r"^-?\d+$")
+_DEC_RE = re.compile(r"^-?(?:\d+\.\d*|\.\d+)$")
+_FRAC_RE = re.compile(r"^(-?)\\frac\{(-?\d+)\}\{(-?\d+)\}$")
+_SLASH_RE = re.compile(r"^(-?\d+)/(-?\d+)$")
+_SCI_RE = re.compile(r"^(-?(?:\d+\.?\d*|\.\d+))(?:e|E|\\times10\^\{?)([-+]?\d+)\}?$")
+_MAX_DIGITS = 400
+
+
+def as_rational(s: str) -> tuple[Fraction, int] | None:
+    """Exact value of a normalised plain number, with its count of written decimals.
+
+    Accepts integers, decimals, ``\\frac{a}{b}``, ``a/b``, ``-\\frac{a}{b}`` and scientific
+    notation (``1.5\\times10^{3}``). The second item is the number of decimal places written
+    (-1 for exact forms: integers and fractions). None when ``s`` is not such a number.
+    """
+    if not s or len(s) > _MAX_DIGITS:
+        return None
+    try:
+        if _INT_RE.match(s):
+            return Fraction(int(s)), -1
+        if _DEC_RE.match(s):
+            return Fraction(s), len(s.split(".", 1)[1])
+        m = _FRAC_RE.match(s) or _SLASH_RE.match(s)
+        if m:
+            groups = m.groups()
+            sign = -1 if len(groups) == 3 and groups[0] == "-" else 1
+            num, den = int(groups[-2]), int(groups[-1])
+            if den == 0:
+                return None
+            return sign * Fraction(num, den), -1
+        m = _SCI_RE.match(s)
+        if m and abs(int(m.group(2))) < 300:
+            mant = m.group(1)
+            places = len(mant.split(".", 1)[1]) if "." in mant else 0
+            return Fraction(mant) * Fraction(10) ** int(m.group(2)), max(places - int(m.group(2)), 0)
+    except (ValueError, ZeroDivisionError, OverflowError):
+        return None
+    return None
+
+
+def _terminates(q: Fraction) -> bool:
+    """Whether ``q`` has a finite decimal expansion."""
+    d = q.denominator
+    for p in (2, 5):
+        while d % p == 0:
+            d //= p
+    return d == 1
+
+
+def rationals_match(gold: tuple[Fraction, int], pred: tuple[Fraction, int]) -> bool:
+    """Exact equality, plus a rounded decimal for a non-terminating exact rational.
+
+    A decimal written with at least 4 significant digits matches an exact rational with an
+    infinite expansion when it equals that rational rounded or truncated to the written places
+    (``0.3333`` and ``0.6667``/``0.6666`` match ``1/3`` and ``2/3``; ``0.333`` does not).
+    Decimals against decimals or terminating fractions must be exactly equal (``1.6 != 1.63``).
+    """
+    (g, gp), (p, pp) = gold, pred
+    if g == p:
+        return True
+    for exact, dec, places in ((g, p, pp), (p, g, gp)):
+        if places < 1 or _terminates(exact):
+            continue
+        sig = len(str(abs(dec.numerator * 10**places // dec.denominator)).lstrip("0"))
+        if sig < 4:
+            continue
+        scale = Fraction(10) ** places
+        rounded = Fraction(round(exact * scale)) / scale
+        truncated = Fraction(int(exact * scale)) / scale
+        if dec in (rounded, truncated):
+            return True
+    return False
+
+
+# ----------------------------------------------------------------------------- structure
+
+
+def split_top(s: str) -> list[str]:
+    """Split on commas at bracket depth 0."""
+    parts, depth, cur = [], 0, []
+    for c in s:
+        if c in "([{":
+            depth += 1
+        elif c in ")]}":
+            depth -= 1
+        if c == "," and depth == 0:
+            parts.append("".join(cur))
+            cur = []
+        else:
+            cur.append(c)
+    parts.append("".join(cur))
+    return parts
+
+
+def bracketed(s: str) -> tuple[str, str, list[str]] | None:
+    """``(open, close, items)`` when ``s`` is a bracketed comma list; None otherwise."""
+    for open_ in ("\\{", "(", "["):
+        if s.startswith(open_):
+            for close in ("\\}", ")", "]"):
+                if s.endswith(close) and len(s) > len(open_) + len(close):
+                    inner = s[len(open_) : len(s) - len(close)]
+                    depth = 0
+                    for c in inner:  # brackets must balance inside, e.g. not "(1)(2)"
+                        depth += (c in "([{") - (c in ")]}")
+                        if depth < 0:
+                            return None
+                    if depth != 0:
+                        return None
+                    return open_, close, split_top(inner)
+    return None
+
+
+_BASE_NUM_RE = re.compile(r"^([0-9A-Z]*\d[0-9A-Z]*)_\{?(\d+)\}?$")
+
+
+def base_number(s: str) -> tuple[str, int] | None:
+    """``("2516", 8)`` for a number written with a base subscript (``2516_8``, ``AB3_{16}``)."""
+    m = _BASE_NUM_RE.match(s)
+    if not m:
+        return None
+    digits = m.group(1).lstrip("0") or "0"
+    return digits, int(m.group(2))
+
+
+def is_word_answer(s: str) -> bool:
+    """A word answer (letters/spaces only, at least 3 letters, no LaTeX)."""
+    return bool(re.fullmatch(r"\(?[A-Za-z][A-Za-z ()'-]*", s)) and len(re.sub(r"[^A-Za-z]", "", s)) >= 3
+
+
+def word_key(s: str) -> str:
+    """Case- and punctuation-insensitive key of a word answer."""
+    return re.sub(r"[^a-z]", "", s.lower())
+
+
+# ----------------------------------------------------------------------------- sympy-side guards (worker only)
+
+
+_ENV_RE = re.compile(r"\\(?:begin|end|mathbb|mathcal|mathbf|mathrm|operatorname|text)\s*\{[^{}]*\}")
+_VAR_TOKEN_RE = re.compile(r"(?<![A-Za-z\\])([A-Za-z])(_\{[^{}]*\}|_[A-Za-z0-9])?")
+
+
+def parse_is_complete(latex: str, expr: Any) -> bool:
+    """Guard against partial parses (math_verify turns ``\\frac{1}{3}E_{1}`` into ``1/3``):
+    every variable letter written in ``latex`` must survive as a symbol or function name.
+    ``e``/``E``/``i``/``I`` alone may be constants and are not required."""
+    from sympy import Basic
+    from sympy.core.function import AppliedUndef
+
+    if not isinstance(expr, Basic):
+        return True
+    raw_names = [str(sym) for sym in expr.free_symbols]
+    raw_names += [str(f.func) for f in expr.atoms(AppliedUndef)]
+    names = set()
+    for name in raw_names:  # first letter after any LaTeX command, e.g. "\\dot{x}_{0}" -> "x"
+        m = re.search(r"[A-Za-z]", re.sub(r"\\[A-Za-z]+", "", name))
+        if m:
+            names.add(m.group().lower())
+    stripped = re.sub(r"\\[A-Za-z]+", " ", _ENV_RE.sub(" ", latex))
+    for letter, sub in _VAR_TOKEN_RE.findall(stripped):
+        if not sub and letter in "eEiI":
+            continue
+        if letter.lower() not in names:
+            return False
+    return True
+
+
+_PROBE_POINTS = (0.5371, 1.2839, 0.7713)
+
+
+def _probe_values(expr: Any, symbols: list[Any]) -> list[complex] | None:
+    """``expr`` evaluated at a few fixed points of its free symbols; None if not numeric."""
+    values = []
+    for k in range(len(_PROBE_POINTS)):
+        point = {sym: _PROBE_POINTS[(k + i) % len(_PROBE_POINTS)] + 0.1 * i for i, sym in enumerate(symbols)}
+        val = complex(expr.evalf(15, subs=point))
+        if val != val or abs(val) == float("inf"):
+            return None
+        values.append(val)
+    return values
+
+
+def _constants_differ(g: Any, p: Any) -> bool:
+    """Two symbol-free numbers differ at 50 digits (relative 1e-30 when both are exact,
+    2e-6 when a float is involved): catches ``1/2^98`` vs ``1/2^99`` and ``1/2006!`` vs
+    ``1/2004!``, which math_verify's 6-decimal rounding accepts."""
+    from sympy import Float
+
+    vg, vp = g.evalf(50), p.evalf(50)
+    if not (vg.is_number and vp.is_number) or vg.has(Float("nan")):
+        return False
+    scale = max(abs(vg), abs(vp))
+    if scale == 0 or not scale.is_finite:
+        return False
+    tol = 2e-6 if (g.atoms(Float) or p.atoms(Float)) else 1e-30
+    return bool(abs(vg - vp) / scale > tol)
+
+
+def numerically_different(g: Any, p: Any) -> bool:
+    """Cheap refutation before sympy ``simplify``: True only when the two expressions (or the
+    two sides-differences of two equations) evaluate differently at fixed points of their free
+    symbols. Undefined functions like ``f(t)`` are treated as extra symbols."""
+    from sympy import Dummy, Eq, Expr
+    from sympy.core.function import AppliedUndef
+
+    if isinstance(g, Eq) and isinstance(p, Eq):
+        g, p, ratio = g.lhs - g.rhs, p.lhs - p.rhs, True
+    elif isinstance(g, Expr) and isinstance(p, Expr):
+        ratio = False
+    else:
+        return False
+    if not (g.free_symbols or p.free_symbols):
+        return False if ratio else _constants_differ(g, p)
+    undef = {str(f): f for f in (g.atoms(AppliedUndef) | p.atoms(AppliedUndef))}
+    if undef:
+        repl = {f: Dummy(name) for name, f in undef.items()}
+        g, p = g.xreplace(repl), p.xreplace(repl)
+    symbols = sorted(g.free_symbols | p.free_symbols, key=str)
+    vg, vp = _probe_values(g, symbols), _probe_values(p, symbols)
+    if vg is None or vp is None:
+        return False
+    if ratio:
+        if any(abs(b) < 1e-12 for b in vp):
+            return False
+        vg = [a / b for a, b in zip(vg, vp)]
+        vp = [vg[0]] * len(vg)
+    return any(abs(a - b) > max(1e-6 * max(abs(a), abs(b)), 1e-12) for a, b in zip(vg, vp))
