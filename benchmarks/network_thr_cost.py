@@ -7,7 +7,7 @@ device sync, median over ``--repeats`` rounds:
 
 - ``forward``: the old-policy forward as ``thr.rl.trainer.Trainer.old_policy_pass`` runs it
   (``capture_head_inputs`` + ``policy_forward`` + ``selective_log_softmax`` + ``entropy_from_logits``);
-- ``head``: today's exact THR from the captured states (``token_influence_batched``, recomputed);
+- ``head``: today's exact THR from the captured states (``token_influence``, recomputed);
 - ``network_all``: ``network_token_influence`` over every parameter (one backward over the
   positive rows, one jvp over all rows);
 - ``network_last1``: the same over the last block, the final norm and the head (``thr.network_params=last:1``);
@@ -31,7 +31,7 @@ from statistics import median
 import torch
 from _common import PeakMemory, emit, machine_info, timed
 
-from thr.core import entropy_from_logits, network_token_influence, selective_log_softmax, token_influence_batched
+from thr.core import entropy_from_logits, network_token_influence, selective_log_softmax, token_influence
 from thr.models.loading import capture_head_inputs, lm_head_weight
 from thr.rl.batch import build_batch, policy_forward
 from thr.rl.old_pass import select_network_parameters
@@ -112,7 +112,7 @@ def main() -> None:
         last1 = select_network_parameters(model, "last:1")
         paths = {
             "forward": lambda: [old_forward(model, s, tau) for s, _ in subs],
-            "head": lambda: [token_influence_batched(old_forward(model, s, tau), W, s.response_ids, s.response_mask, p,
+            "head": lambda: [token_influence(old_forward(model, s, tau), W, s.response_ids, s.response_mask, p,
                                                      group_size=G, temperature=tau) for s, p in subs],
             "network_all": lambda: [network(model, s, p, G, tau, all_params, rows) for s, p in subs],
             "network_last1": lambda: [network(model, s, p, G, tau, last1, rows) for s, p in subs],

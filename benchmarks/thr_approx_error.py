@@ -38,7 +38,14 @@ import torch
 from _common import PeakMemory, emit, machine_info, policy_group, timed
 
 from thr.core import influence_threshold
-from thr.core.approx import token_influence_approx
+from thr.core import token_influence
+
+
+def token_influence_approx(*args, return_vocab_size=False, **kwargs):
+    if return_vocab_size:
+        out, sizes = token_influence(*args, algorithm="approx", return_vocab_sizes=True, **kwargs)
+        return out, sizes[0]
+    return token_influence(*args, algorithm="approx", **kwargs)
 from thr.core.influence import token_influence
 from thr.core.masked import selective_log_softmax
 

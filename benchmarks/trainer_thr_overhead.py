@@ -9,11 +9,11 @@ device sync:
 - ``forward``: the old-policy forward exactly as ``thr.rl.trainer.Trainer.old_policy_pass`` runs it
   (``capture_head_inputs`` + ``policy_forward`` + ``selective_log_softmax`` + ``entropy_from_logits``);
   its line also has ``lm_head_seconds`` (the model's own LM head on the captured states);
-- ``thr_recompute``: exact ``token_influence_batched`` from the states (logits freed first:
+- ``thr_recompute``: exact ``token_influence`` from the states (logits freed first:
   ``thr.reuse_logits=off``, or ``auto`` with bf16 logits);
 - ``thr_reuse``: the same with the forward's logits (``thr.reuse_logits=on``; on CUDA these are
   bf16, so its ``rel_l2_vs_recompute`` shows the bf16 rounding);
-- ``thr_approx_reuse`` / ``thr_approx``: ``token_influence_approx_batched`` with the old
+- ``thr_approx_reuse`` / ``thr_approx``: ``token_influence(..., algorithm="approx")`` with the old
   log-probs, with / without the logits (``thr.algorithm=approx``, ``--top-k``);
 - ``thr_reuse_fp32`` (only with ``--paths``): reuse of float32 logits (the upcast is not timed).
 
@@ -42,8 +42,7 @@ from _common import PeakMemory, emit, machine_info, timed
 from thr.core import (
     entropy_from_logits,
     selective_log_softmax,
-    token_influence_approx_batched,
-    token_influence_batched,
+    token_influence,
 )
 from thr.models.loading import capture_head_inputs, lm_head_weight, output_embeddings
 from thr.rl.batch import build_batch, policy_forward
@@ -109,11 +108,11 @@ def thr_fn(path, hidden, W, sub, pos, G, lp, logits, args):
     common = dict(group_size=G, temperature=args.temperature, chunk_size=args.chunk)
     ids, mask = sub.response_ids, sub.response_mask
     if path == "thr_recompute":
-        return lambda: token_influence_batched(hidden, W, ids, mask, pos, **common)
+        return lambda: token_influence(hidden, W, ids, mask, pos, **common)
     if path in ("thr_reuse", "thr_reuse_fp32"):
-        return lambda: token_influence_batched(hidden, W, ids, mask, pos, logits=logits, **common)
+        return lambda: token_influence(hidden, W, ids, mask, pos, logits=logits, **common)
     use = logits if path == "thr_approx_reuse" else None
-    return lambda: token_influence_approx_batched(hidden, W, ids, mask, pos, top_k=args.top_k, logits=use,
+    return lambda: token_influence(hidden, W, ids, mask, pos, algorithm="approx", top_k=args.top_k, logits=use,
                                                   token_log_probs=lp, return_vocab_sizes=True, **common)
 
 

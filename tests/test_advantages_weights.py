@@ -6,7 +6,8 @@ import pytest
 import torch
 
 import thr
-from thr.core import influence_threshold, steered_advantages, thr_token_advantages
+from thr.core import influence_threshold, steered_advantages
+from thr.core.weights import thr_token_advantages
 
 
 def loop_advantages(rewards, groups, mode, unbiased, eps):
@@ -128,7 +129,7 @@ def test_weight_validation():
 
 
 def test_entropy_selection_keeps_top_fraction():
-    from thr.core import entropy_token_advantages
+    from thr.core.weights import entropy_token_advantages
 
     entropy = torch.tensor([[0.1, 0.9, 0.5, 0.3, 0.7], [0.2, 0.8, 0.4, 0.6, 5.0]], dtype=torch.float64)
     mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 1, 0]], dtype=torch.bool)

@@ -11,8 +11,23 @@ import torch
 from test_influence import assert_close_rel, make_group, reference_influence
 
 import thr
-from thr.core import choose_method, token_influence_batched
-from thr.core.approx import token_hidden_reward_approx, token_influence_approx, token_influence_approx_batched
+from thr.core import choose_method, token_influence
+from thr.core import token_hidden_reward, token_influence
+
+
+def token_influence_approx(*args, return_vocab_size=False, **kwargs):
+    """The approximation through the one front, ``token_influence(..., algorithm="approx")``."""
+    if return_vocab_size:
+        out, sizes = token_influence(*args, algorithm="approx", return_vocab_sizes=True, **kwargs)
+        return out, sizes[0]
+    return token_influence(*args, algorithm="approx", **kwargs)
+
+
+token_influence_approx_batched = token_influence_approx
+
+
+def token_hidden_reward_approx(*args, **kwargs):
+    return token_hidden_reward(*args, algorithm="approx", **kwargs)
 from thr.core.masked import selective_log_softmax
 
 
@@ -89,11 +104,11 @@ def test_batched_with_logits_and_shuffled_groups():
     expected = torch.cat([reference_influence(H[i : i + 3], W, Y[i : i + 3], mask[i : i + 3], pos[i : i + 3])
                           for i in (0, 3, 6)])
     for kw in (dict(), dict(logits=logits), dict(logits=logits, method="pair"), dict(method="mform", max_kept_elements=0)):
-        got = token_influence_batched(H, W, Y, mask, pos, group_size=3, chunk_size=4, **kw)
+        got = token_influence(H, W, Y, mask, pos, group_size=3, chunk_size=4, **kw)
         assert_close_rel(got, expected, 1e-9)
     perm = torch.randperm(9, generator=torch.Generator().manual_seed(1))
     gid = torch.tensor([0, 0, 0, 5, 5, 5, 2, 2, 2])[perm]
-    got = token_influence_batched(H[perm], W, Y[perm], mask[perm], pos[perm], group_ids=gid, logits=logits[perm])
+    got = token_influence(H[perm], W, Y[perm], mask[perm], pos[perm], group_ids=gid, logits=logits[perm])
     assert_close_rel(got, expected[perm], 1e-9)
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import thr
-from thr.core import choose_method, token_influence_batched, token_self_influence
+from thr.core import choose_method, token_influence, token_self_influence
 
 
 
@@ -149,12 +149,12 @@ def test_batched_equals_per_group_loop():
     mask = torch.cat([p[3] for p in parts])
     pos = torch.tensor([1, 0, 1, 0, 0, 0, 0, 1, 1], dtype=torch.bool)
     expected = torch.cat([thr.token_influence(H[i : i + 3], W, Y[i : i + 3], mask[i : i + 3], pos[i : i + 3]) for i in (0, 3, 6)])
-    got = token_influence_batched(H, W, Y, mask, pos, group_size=3)
+    got = token_influence(H, W, Y, mask, pos, group_size=3)
     assert torch.allclose(got, expected, rtol=1e-12, atol=1e-12)
     # explicit, shuffled group ids give the same values per row
     perm = torch.randperm(9, generator=torch.Generator().manual_seed(0))
     gid = torch.tensor([0, 0, 0, 5, 5, 5, 2, 2, 2])[perm]
-    got2 = token_influence_batched(H[perm], W, Y[perm], mask[perm], pos[perm], group_ids=gid)
+    got2 = token_influence(H[perm], W, Y[perm], mask[perm], pos[perm], group_ids=gid)
     assert torch.allclose(got2, expected[perm], rtol=1e-12, atol=1e-12)
 
 

@@ -23,7 +23,7 @@ pytest.importorskip("trl")
 from datasets import Dataset  # noqa: E402
 from trl import GRPOConfig, GRPOTrainer  # noqa: E402
 
-from thr.core import group_advantages, policy_loss, steered_advantages, token_influence_batched  # noqa: E402
+from thr.core import group_advantages, policy_loss, steered_advantages, token_influence  # noqa: E402
 from thr.integrations._groups import check_group_prompts, check_whole_groups  # noqa: E402
 from thr.integrations.trl import THRConfig, THRGRPOTrainer  # noqa: E402
 from thr.models.loading import capture_head_inputs, lm_head_weight  # noqa: E402
@@ -109,7 +109,7 @@ def test_token_advantages_match_core(tiny_dir, tmp_path, case):
     rewards = torch.tensor(parity_reward(out["completion_ids"].tolist()))
     adv, _ = group_advantages(rewards, group_size=G, unbiased_std=True, eps=1e-4)  # TRL's formula
     positive = rewards >= 1.0
-    infl = token_influence_batched(states, lm_head_weight(tr.model), out["completion_ids"], mask, positive, group_size=G)
+    infl = token_influence(states, lm_head_weight(tr.model), out["completion_ids"], mask, positive, group_size=G)
     expected, _ = steered_advantages(adv, infl, mask, positive, group_size=G, mode="reweight", p=0.5)
     assert out["advantages"].shape == mask.shape
     torch.testing.assert_close(out["advantages"], expected, rtol=1e-4, atol=1e-5)

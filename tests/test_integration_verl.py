@@ -14,7 +14,7 @@ import sys
 import pytest
 import torch
 
-from thr.core import steered_advantages, token_influence_batched
+from thr.core import steered_advantages, token_influence
 from thr.integrations._groups import balance_groups, capture_backbone_states
 from thr.integrations.verl import (
     THRSettings,
@@ -93,7 +93,7 @@ def test_rank_influence_regroups_shuffled_rows_across_ranks(positive_reward):
     positive = rewards >= 1.0
     if positive_reward is None:  # A_j > 0: the all-correct group has no positive response
         positive[-G:] = False
-    want = per_row(token_influence_batched(states, W, ids, mask, positive, group_size=G), lens)
+    want = per_row(token_influence(states, W, ids, mask, positive, group_size=G), lens)
     perm = torch.randperm(len(uids), generator=torch.Generator().manual_seed(3)).tolist()
     parts = balance_groups([float(lens[i]) for i in perm], [uids[i] for i in perm], num_ranks=3)
     seen = []
@@ -150,7 +150,7 @@ def test_apply_thr_multiplies_token_weights_into_grpo_advantages():
     std = torch.stack([rewards[gid == g].std() for g in range(3)])
     seq_adv = torch.where(std[gid] > 0, (rewards - mean[gid]) / (std[gid] + 1e-6), torch.zeros_like(rewards))
     verl_adv = seq_adv[:, None] * mask  # verl's GRPO: A_j on every valid token
-    infl = token_influence_batched(states, W, ids, mask, seq_adv > 0, group_size=G).float()
+    infl = token_influence(states, W, ids, mask, seq_adv > 0, group_size=G).float()
     want, _ = steered_advantages(seq_adv, infl, mask, seq_adv > 0, group_size=G, mode="reweight", p=p)
     perm = torch.randperm(len(uids), generator=torch.Generator().manual_seed(5))
     got, metrics = apply_thr(verl_adv[perm], infl[perm], mask[perm].float(), rewards[perm], [uids[i] for i in perm],

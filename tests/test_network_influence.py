@@ -107,7 +107,7 @@ def test_head_only_reproduces_token_influence(tok, tau):
     with capture_head_inputs(model) as captured:
         model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=False)
     hidden = captured[-1][:, :-1]  # the state at column t - 1 predicts token t
-    ref = thr.token_influence_batched(hidden, model.lm_head.weight.detach(), ids[:, 1:], response[:, 1:], positive,
+    ref = thr.token_influence(hidden, model.lm_head.weight.detach(), ids[:, 1:], response[:, 1:], positive,
                                       group_size=2, temperature=tau)
     assert got[:, 0].abs().sum() == 0
     assert rel_err(got[:, 1:], ref) < 1e-6

@@ -16,14 +16,8 @@ from .core import (  # noqa: E402  (torch only)
     network_token_influence,
     policy_loss,
     steered_advantages,
-    thr_token_advantages,
     token_hidden_reward,
-    token_hidden_reward_approx,
-    token_hidden_reward_batched,
     token_influence,
-    token_influence_approx,
-    token_influence_approx_batched,
-    token_influence_batched,
     token_self_influence,
 )
 

@@ -1,12 +1,28 @@
-"""Config loading shared by every entry point.
+"""The one config mechanism of every entry point (``thr train``, ``eval``, ``analyze``, ``report``,
+the TRL adapter's ``thr_*`` fields and the verl plugin's ``THR_*`` environment variables).
 
-Each entry point owns one dataclass (``TrainConfig``, ``EvalConfig``, ...). Fields may be nested
-dataclasses (``cfg.thr.p``). Values come, in increasing priority, from the dataclass defaults, a
-YAML preset (``--config file.yaml``) and command-line overrides written either as ``key=value``
-(``thr.p=0.2``) or as ``--key value`` / ``--key=value`` (``--thr.p 0.2``, dashes or underscores).
+A config is a dataclass (``TrainConfig``, ``EvalConfig``, ``AnalyzeConfig``, ``ReportConfig``,
+``THRSettings``). Its fields are typed (``bool``, ``int``, ``float``, ``str``, ``X | None``,
+``list[...]``, ``Literal[...]`` for a fixed set of choices, or a nested dataclass: ``cfg.thr.p``)
+and documented once, in the class docstring, as ``name: text`` lines (``a, b: text`` for several;
+a subclass inherits its bases' docs). From those two facts this module builds everything else:
 
-Unknown keys raise ``ValueError`` naming the key, where it came from and the closest valid names.
-Values are converted to the field's declared type; a bad value names the field and the type.
+- :func:`load_config`: values come, in increasing priority, from the dataclass defaults, a YAML
+  preset (``--config file.yaml``) and command-line overrides written either as ``key=value``
+  (``thr.p=0.2``) or as ``--key value`` / ``--key=value`` (``--thr.p 0.2``, dashes or
+  underscores). Unknown keys raise ``ValueError`` naming the key, where it came from and the
+  closest valid names; values are converted to the field's type, and a bad value (a ``Literal``
+  choice included) names the field, the type and the choices.
+- :func:`check_choices`: the ``Literal`` fields of a config built in code, checked from the types.
+- :func:`from_env`: the same conversion from environment variables (the verl plugin).
+- :func:`usage`: ``--help`` of a command: every field with its type, default and doc.
+
+Why not a library (OmegaConf/Hydra, tyro, simple-parsing, jsonargparse): each would replace
+these ~300 lines with a dependency that brings its own CLI syntax (tyro and simple-parsing take
+``--thr.p 0.2`` but not ``thr.p=0.2``; Hydra takes ``thr.p=0.2`` but owns the working directory
+and logging), and none reads ``Literal`` choices, docs and nested sections from a plain dataclass
+any better than this loader does. The dataclasses stay plain, so the TRL adapter can hand the same
+fields and docs to ``transformers.HfArgumentParser``.
 """
 
 from __future__ import annotations
@@ -215,14 +231,20 @@ _DOC_ENTRY = re.compile(r"^\s*([A-Za-z_]\w*(?:\s*,\s*[A-Za-z_]\w*)*)\s*:(?:\s+(.
 
 
 def field_docs(cls: type) -> dict[str, str]:
-    """``{field: doc}`` parsed from the docstring of dataclass ``cls``.
+    """``{field: doc}`` parsed from the docstrings of dataclass ``cls`` and its dataclass bases.
 
     The docstring documents fields as ``name: text`` lines (after an optional ``Attributes:``
     line), ``a, b: text`` for several fields at once, with continuation lines below. Each doc is
     returned on one line, with RST double backticks removed.
     """
-    names = {f.name for f in dataclasses.fields(cls)}
-    lines = inspect.cleandoc(cls.__doc__ or "").splitlines()
+    docs: dict[str, str] = {}
+    for base in reversed([c for c in cls.__mro__ if dataclasses.is_dataclass(c)]):
+        docs.update(_own_field_docs(base, {f.name for f in dataclasses.fields(cls)}))
+    return docs
+
+
+def _own_field_docs(cls: type, names: set[str]) -> dict[str, str]:
+    lines = inspect.cleandoc(cls.__dict__.get("__doc__") or "").splitlines()
     start = next((i + 1 for i, line in enumerate(lines) if line.strip() == "Attributes:"), 0)
     docs: dict[str, list[str]] = {}
     current: list[str] = []
@@ -279,3 +301,39 @@ def options_help(cfg: Any, prefix: str = "") -> list[str]:
         summary = inspect.cleandoc(type(section).__doc__ or "").split("\n", 1)[0]
         lines += ["", f"{prefix}{name}.*: {summary}", *options_help(section, f"{prefix}{name}.")]
     return lines
+
+
+def usage(cfg: Any, command: str, summary: str, where: str) -> str:
+    """``thr COMMAND --help``: every option of config instance ``cfg`` (see :func:`options_help`)."""
+    head = [
+        f"usage: thr {command} [--config file.yaml] [key=value | --key value ...]",
+        "",
+        summary,
+        "Values come from the defaults below, then the --config YAML preset, then the command line.",
+        "",
+        f"options (full docs: {where}):",
+    ]
+    return "\n".join(head + options_help(cfg))
+
+
+def check_choices(cfg: Any, prefix: str = "") -> None:
+    """Raise ``ValueError`` for a ``Literal`` field of ``cfg`` (nested sections included) whose
+    value is not one of its choices (the loader checks this already; this covers code-built configs)."""
+    types_ = _field_types(type(cfg))
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            check_choices(value, f"{prefix}{f.name}.")
+            continue
+        tp, optional = _unwrap_optional(types_[f.name])
+        if typing.get_origin(tp) is typing.Literal and not (optional and value is None):
+            allowed = typing.get_args(tp)
+            if value not in allowed:
+                raise ValueError(f"{prefix}{f.name}={value!r} is not valid; choose one of {list(allowed)}")
+
+
+def from_env(cls: type[T], env: dict[str, str], prefix: str) -> T:
+    """``cls`` from environment variables ``PREFIX + FIELD`` (upper case; unset or empty: the default),
+    converted and checked like the command line."""
+    over = {f.name: env[prefix + f.name.upper()] for f in dataclasses.fields(cls) if env.get(prefix + f.name.upper())}
+    return apply_overrides(cls(), over, f"environment ({prefix}*)")

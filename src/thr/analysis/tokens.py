@@ -17,7 +17,7 @@ from thr.core import (
     entropy_from_logits,
     influence_threshold,
     selective_log_softmax,
-    token_influence_batched,
+    token_influence,
     token_self_influence,
 )
 
@@ -54,7 +54,7 @@ def token_statistics(
         ``tau`` (``[B]``, the NTHR threshold of each response's group; ``inf`` without a correct one).
     """
     mask = response_mask.bool()
-    influence = token_influence_batched(
+    influence = token_influence(
         hidden, weight, response_ids, mask, correct, group_size=group_size,
         temperature=temperature, chunk_size=chunk_size, method=method,
     )

@@ -36,7 +36,6 @@ from .influence import (
     _check_opts,
     _compute_dtype,
     _group_tokens,
-    _signed,
     _validate_group,
     choose_method,
     copy_rows,
@@ -138,7 +137,7 @@ def _approx_group(hidden_states, W, response_ids, mask, pos, rows, extra, opts):
 
 
 @torch.no_grad()
-def token_influence_approx_batched(
+def approx_influence(
     hidden_states: torch.Tensor,
     lm_head_weight: torch.Tensor,
     response_ids: torch.Tensor,
@@ -158,11 +157,9 @@ def token_influence_approx_batched(
     max_kept_elements: int | None = None,
     return_vocab_sizes: bool = False,
 ):
-    """Approximate influence ``[B, T]`` of many groups (each on its own restricted vocabulary).
+    """Approximate influence ``[B, T]`` of many groups (each on its own restricted vocabulary ``S``).
 
-    Arguments as in :func:`token_influence_approx`, plus ``group_size``/``group_ids`` as in
-    :func:`thr.core.token_influence_batched`. With ``return_vocab_sizes`` also returns the
-    ``|S|`` of every group (a list; 0 for groups with no positive response).
+    Called by :func:`thr.core.token_influence` with ``algorithm="approx"``; arguments as there.
     """
     full_pass = top_k > 0 and logits is None  # reads every row of the weight
     mask, pos = _validate_group(hidden_states, lm_head_weight, response_ids, response_mask, positive, temperature,
@@ -181,56 +178,3 @@ def token_influence_approx_batched(
         if s is not None:
             out[bi, ti] = s
     return (out, sizes) if return_vocab_sizes else out
-
-
-def token_influence_approx(
-    hidden_states: torch.Tensor,
-    lm_head_weight: torch.Tensor,
-    response_ids: torch.Tensor,
-    response_mask: torch.Tensor,
-    positive: torch.Tensor,
-    *,
-    temperature: float = 1.0,
-    top_k: int = 0,
-    logits: torch.Tensor | None = None,
-    token_log_probs: torch.Tensor | None = None,
-    vocab: torch.Tensor | None = None,
-    chunk_size: int = DEFAULT_CHUNK,
-    method: Method = "auto",
-    max_pair_elements: int | None = None,
-    max_kept_elements: int | None = None,
-    return_vocab_size: bool = False,
-):
-    """Approximate influence ``[G, T]`` of one group on a restricted vocabulary ``S`` (see module doc).
-
-    Args (the rest as in :func:`thr.core.token_influence`):
-        top_k: add the ``top_k`` most probable tokens of every valid token's distribution to ``S``
-            (read from ``logits`` if given, else from one streamed full head product).
-        logits: ``[G, T, V]`` logits of the response tokens: exact probabilities on ``S``.
-        token_log_probs: ``[G, T]`` ``ln pi(y)`` at ``temperature`` (e.g. old log-probs): exact
-            normalization without full logits.
-        vocab: extra token ids to include in ``S`` (``torch.arange(V)`` makes the result exact).
-        return_vocab_size: also return ``|S|``.
-    """
-    out, sizes = token_influence_approx_batched(
-        hidden_states, lm_head_weight, response_ids, response_mask, positive,
-        group_size=hidden_states.shape[0] if hidden_states.ndim == 3 else 1, temperature=temperature,
-        top_k=top_k, logits=logits, token_log_probs=token_log_probs, vocab=vocab, chunk_size=chunk_size,
-        method=method, max_pair_elements=max_pair_elements, max_kept_elements=max_kept_elements,
-        return_vocab_sizes=True,
-    )
-    return (out, sizes[0]) if return_vocab_size else out
-
-
-def token_hidden_reward_approx(
-    hidden_states: torch.Tensor,
-    lm_head_weight: torch.Tensor,
-    response_ids: torch.Tensor,
-    response_mask: torch.Tensor,
-    advantages: torch.Tensor,
-    positive: torch.Tensor,
-    **kwargs,
-) -> torch.Tensor:
-    """Approximate THR ``[G, T]``: ``advantages [G]`` times :func:`token_influence_approx` (same kwargs)."""
-    return _signed(advantages, token_influence_approx(hidden_states, lm_head_weight, response_ids, response_mask,
-                                                      positive, **kwargs))

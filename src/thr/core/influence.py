@@ -326,6 +326,9 @@ def _check_opts(chunk_size, max_pair_elements, max_kept_elements, logits=None, s
             raise ValueError(f"logits has shape {tuple(logits.shape)}, expected (G, T, V) = {(*shape, V)}")
 
 
+Algorithm = Literal["exact", "approx"]
+
+
 @torch.no_grad()
 def token_influence(
     hidden_states: torch.Tensor,
@@ -334,22 +337,35 @@ def token_influence(
     response_mask: torch.Tensor,
     positive: torch.Tensor,
     *,
+    group_size: int | None = None,
+    group_ids: torch.Tensor | None = None,
+    algorithm: Algorithm = "exact",
     temperature: float = 1.0,
     chunk_size: int = DEFAULT_CHUNK,
     method: Method = "auto",
     max_pair_elements: int | None = None,
     max_kept_elements: int | None = None,
     logits: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Influence ``s`` of every token of one group on the group's positive responses.
+    top_k: int = 0,
+    token_log_probs: torch.Tensor | None = None,
+    vocab: torch.Tensor | None = None,
+    return_vocab_sizes: bool = False,
+):
+    """Influence ``s`` of every token on its group's positive responses.
 
     Args:
-        hidden_states: ``[G, T, d]`` last-layer states (after the final norm) that predict each
+        hidden_states: ``[B, T, d]`` last-layer states (after the final norm) that predict each
             response token, i.e. the LM-head inputs at positions ``prompt_len - 1 + k``.
         lm_head_weight: ``[V, d]`` unembedding matrix.
-        response_ids: ``[G, T]`` response token ids (any value at padding).
-        response_mask: ``[G, T]`` 1 for real response tokens, 0 for padding.
-        positive: ``[G]`` bool, the responses counted as correct (the set P).
+        response_ids: ``[B, T]`` response token ids (any value at padding).
+        response_mask: ``[B, T]`` 1 for real response tokens, 0 for padding.
+        positive: ``[B]`` bool, the responses counted as correct (the set P).
+        group_size, group_ids: the groups: contiguous blocks of ``group_size`` rows, or a group
+            index per row ``[B]``; neither: all ``B`` rows are one group. Each token is scored
+            against its own group; groups with no positive response or no valid token get zeros.
+        algorithm: ``"exact"`` (this module) or ``"approx"``, the restricted-vocabulary
+            approximation of :mod:`thr.core.approx` (``top_k``, ``token_log_probs``, ``vocab``
+            and ``return_vocab_sizes`` apply to it only).
         temperature: the policy temperature (logits are divided by it).
         chunk_size: tokens per streamed chunk; peak extra memory ``O(V d + chunk_size V)``.
         method: ``"mform"``, ``"pair"`` or ``"auto"`` (the cheaper exact one; see module doc).
@@ -358,21 +374,51 @@ def token_influence(
         max_kept_elements: M-form budget (elements) of positive-token probabilities kept between
             its two passes instead of recomputed (default ``DEFAULT_KEPT_ELEMENTS``, 2 GiB of
             float32; 0 recomputes them all).
-        logits: optional ``[G, T, V]`` logits that predict ``response_ids`` (before the
+        logits: optional ``[B, T, V]`` logits that predict ``response_ids`` (before the
             temperature), e.g. those of the old-log-prob forward: the probabilities are taken
             from them instead of recomputed from ``hidden_states @ lm_head_weight.T``. They must
-            be the logits of the same states and weight (any float dtype; read chunk by chunk).
+            be the logits of the same states and weight (any float dtype; read chunk by chunk,
+            never copied whole).
+        top_k: ``approx``: add the ``top_k`` most probable tokens of every valid token's
+            distribution to the restricted vocabulary ``S``.
+        token_log_probs: ``approx``: ``[B, T]`` ``ln pi(y)`` at ``temperature`` (e.g. the old
+            log-probs): exact normalization without full logits.
+        vocab: ``approx``: extra token ids to include in ``S`` (``torch.arange(V)``: exact).
+        return_vocab_sizes: ``approx``: also return the ``|S|`` of every group (a list; 0 for
+            groups with no positive response).
 
     Returns:
-        ``[G, T]`` influence, zero at padding and everywhere when no response is positive.
+        ``[B, T]`` influence, zero at padding (and ``(influence, sizes)`` with ``return_vocab_sizes``).
     """
+    one_group = group_size is None and group_ids is None
+    if algorithm == "approx":
+        from .approx import approx_influence
+
+        return approx_influence(
+            hidden_states, lm_head_weight, response_ids, response_mask, positive,
+            group_size=(hidden_states.shape[0] if hidden_states.ndim == 3 else 1) if one_group else group_size,
+            group_ids=group_ids, temperature=temperature, top_k=top_k, logits=logits, token_log_probs=token_log_probs,
+            vocab=vocab, chunk_size=chunk_size, method=method, max_pair_elements=max_pair_elements,
+            max_kept_elements=max_kept_elements, return_vocab_sizes=return_vocab_sizes,
+        )
+    if algorithm != "exact":
+        raise ValueError(f"algorithm must be 'exact' or 'approx', got {algorithm!r}")
+    if top_k or token_log_probs is not None or vocab is not None or return_vocab_sizes:
+        raise ValueError("top_k, token_log_probs, vocab and return_vocab_sizes apply to algorithm='approx' only")
     mask, pos = _validate_group(hidden_states, lm_head_weight, response_ids, response_mask, positive, temperature)
     _check_opts(chunk_size, max_pair_elements, max_kept_elements, logits, tuple(mask.shape), lm_head_weight.shape[0])
     out = torch.zeros(mask.shape, dtype=_compute_dtype(hidden_states, lm_head_weight, logits), device=hidden_states.device)
     opts = (chunk_size, method, max_pair_elements, max_kept_elements)
-    s, bi, ti = _influence_valid(hidden_states, lm_head_weight, response_ids, mask, pos, temperature, opts, logits=logits)
-    if s is not None:
-        out[bi, ti] = s
+    if one_group:
+        groups, W = [None], lm_head_weight
+    else:
+        gid = resolve_group_ids(hidden_states.shape[0], group_size=group_size, group_ids=group_ids, device=hidden_states.device)
+        groups = [(gid == g).nonzero().squeeze(1) for g in range(int(gid.max()) + 1)]
+        W = lm_head_weight if logits is not None else lm_head_weight.to(out.dtype)  # upcast once for all groups
+    for rows in groups:
+        s, bi, ti = _influence_valid(hidden_states, W, response_ids, mask, pos, temperature, opts, rows, logits)
+        if s is not None:
+            out[bi, ti] = s
     return out
 
 
@@ -391,75 +437,15 @@ def token_hidden_reward(
     response_mask: torch.Tensor,
     advantages: torch.Tensor,
     positive: torch.Tensor,
-    *,
-    temperature: float = 1.0,
-    chunk_size: int = DEFAULT_CHUNK,
-    method: Method = "auto",
-    max_pair_elements: int | None = None,
-    max_kept_elements: int | None = None,
-    logits: torch.Tensor | None = None,
+    **options,
 ) -> torch.Tensor:
-    """THR ``[G, T]`` of one group: ``advantages[j] * s[j, k]`` (``advantages`` is ``[G]``).
+    """THR ``[B, T]``: ``advantages[j] * s[j, k]`` (``advantages`` is ``[B]``).
 
-    Arguments as in :func:`token_influence`.
+    ``options`` as in :func:`token_influence` (groups, ``algorithm``, ``temperature``, ...).
     """
-    influence = token_influence(
-        hidden_states, lm_head_weight, response_ids, response_mask, positive,
-        temperature=temperature, chunk_size=chunk_size, method=method, max_pair_elements=max_pair_elements,
-        max_kept_elements=max_kept_elements, logits=logits,
-    )
-    return _signed(advantages, influence)
-
-
-@torch.no_grad()
-def token_influence_batched(
-    hidden_states: torch.Tensor,
-    lm_head_weight: torch.Tensor,
-    response_ids: torch.Tensor,
-    response_mask: torch.Tensor,
-    positive: torch.Tensor,
-    *,
-    group_size: int | None = None,
-    group_ids: torch.Tensor | None = None,
-    temperature: float = 1.0,
-    chunk_size: int = DEFAULT_CHUNK,
-    method: Method = "auto",
-    max_pair_elements: int | None = None,
-    max_kept_elements: int | None = None,
-    logits: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Influence ``[B, T]`` for many groups at once (each token scored against its own group).
-
-    ``hidden_states [B, T, d]``, ``response_ids``/``response_mask [B, T]``, ``positive [B]``,
-    optional ``logits [B, T, V]`` (see :func:`token_influence`; never copied whole);
-    groups by ``group_size`` (contiguous) or ``group_ids [B]``. Groups with no positive response
-    or no valid token get zeros.
-    """
-    mask, pos = _validate_group(hidden_states, lm_head_weight, response_ids, response_mask, positive, temperature)
-    _check_opts(chunk_size, max_pair_elements, max_kept_elements, logits, tuple(mask.shape), lm_head_weight.shape[0])
-    gid = resolve_group_ids(hidden_states.shape[0], group_size=group_size, group_ids=group_ids, device=hidden_states.device)
-    out = torch.zeros(mask.shape, dtype=_compute_dtype(hidden_states, lm_head_weight, logits), device=hidden_states.device)
-    opts = (chunk_size, method, max_pair_elements, max_kept_elements)
-    W = lm_head_weight if logits is not None else lm_head_weight.to(out.dtype)  # upcast once for all groups
-    for g in range(int(gid.max()) + 1):
-        rows = (gid == g).nonzero().squeeze(1)
-        s, bi, ti = _influence_valid(hidden_states, W, response_ids, mask, pos, temperature, opts, rows, logits)
-        if s is not None:
-            out[bi, ti] = s
-    return out
-
-
-def token_hidden_reward_batched(
-    hidden_states: torch.Tensor,
-    lm_head_weight: torch.Tensor,
-    response_ids: torch.Tensor,
-    response_mask: torch.Tensor,
-    advantages: torch.Tensor,
-    positive: torch.Tensor,
-    **kwargs,
-) -> torch.Tensor:
-    """THR ``[B, T]`` for many groups: ``advantages [B]`` times :func:`token_influence_batched`."""
-    influence = token_influence_batched(hidden_states, lm_head_weight, response_ids, response_mask, positive, **kwargs)
+    if options.get("return_vocab_sizes"):
+        raise ValueError("return_vocab_sizes: call token_influence for the sizes")
+    influence = token_influence(hidden_states, lm_head_weight, response_ids, response_mask, positive, **options)
     return _signed(advantages, influence)
 
 

@@ -26,8 +26,30 @@ import torch
 
 from ._checks import check_float, check_mask, check_same_shape, check_tensor
 
-Aggregation = Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"]
-LossType = Literal["grpo", "gspo_token"]
+def _token_mean(loss_mat, m, num_tokens, num_seqs, norm_length):
+    denom = num_tokens if num_tokens is not None else m.sum().clamp(min=1)
+    return (loss_mat * m).sum() / denom
+
+
+def _seq_mean_token_mean(loss_mat, m, num_tokens, num_seqs, norm_length):
+    per_seq = (loss_mat * m).sum(1) / m.sum(1).clamp(min=1)
+    denom = num_seqs if num_seqs is not None else (m.sum(1) > 0).sum().clamp(min=1)
+    return per_seq.sum() / denom
+
+
+def _seq_mean_token_sum_norm(loss_mat, m, num_tokens, num_seqs, norm_length):
+    length = norm_length if norm_length is not None else loss_mat.shape[1]
+    denom = (num_seqs if num_seqs is not None else loss_mat.shape[0]) * length
+    return (loss_mat * m).sum() / denom
+
+
+# Aggregations: (loss_mat [B, T], mask [B, T] float, num_tokens, num_seqs, norm_length) -> scalar.
+AGGREGATIONS = {
+    "token-mean": _token_mean,
+    "seq-mean-token-mean": _seq_mean_token_mean,
+    "seq-mean-token-sum-norm": _seq_mean_token_sum_norm,
+}
+Aggregation = Literal[tuple(AGGREGATIONS)]  # type: ignore[valid-type]
 
 
 def aggregate(
@@ -39,34 +61,36 @@ def aggregate(
     num_seqs: float | None = None,
     norm_length: float | None = None,
 ) -> torch.Tensor:
-    """Reduce a ``[B, T]`` per-token loss to a scalar with the named aggregation."""
-    m = response_mask.to(loss_mat.dtype)
-    if mode == "token-mean":
-        denom = num_tokens if num_tokens is not None else m.sum().clamp(min=1)
-        return (loss_mat * m).sum() / denom
-    if mode == "seq-mean-token-mean":
-        per_seq = (loss_mat * m).sum(1) / m.sum(1).clamp(min=1)
-        denom = num_seqs if num_seqs is not None else (m.sum(1) > 0).sum().clamp(min=1)
-        return per_seq.sum() / denom
-    if mode == "seq-mean-token-sum-norm":
-        length = norm_length if norm_length is not None else loss_mat.shape[1]
-        denom = (num_seqs if num_seqs is not None else loss_mat.shape[0]) * length
-        return (loss_mat * m).sum() / denom
-    raise ValueError(
-        f"aggregation must be 'token-mean', 'seq-mean-token-mean' or 'seq-mean-token-sum-norm', got {mode!r}"
-    )
+    """Reduce a ``[B, T]`` per-token loss to a scalar with the named aggregation (:data:`AGGREGATIONS`)."""
+    if mode not in AGGREGATIONS:
+        raise ValueError(f"aggregation must be one of {list(AGGREGATIONS)}, got {mode!r}")
+    return AGGREGATIONS[mode](loss_mat, response_mask.to(loss_mat.dtype), num_tokens, num_seqs, norm_length)
 
 
-def _ratios(log_probs, old_log_probs, mask, loss_type):
+def _grpo_ratio(log_probs, old_log_probs, mask):
+    """``grpo``: the per-token ratio ``exp(log_probs - old_log_probs)``."""
     log_ratio = log_probs - old_log_probs
-    if loss_type == "grpo":
-        return torch.exp(log_ratio), log_ratio
-    if loss_type == "gspo_token":
-        m = mask.to(log_probs.dtype)
-        seq_log_ratio = (log_ratio * m).sum(1) / m.sum(1).clamp(min=1)  # [B]
-        tok = seq_log_ratio.detach()[:, None] + log_probs - log_probs.detach()
-        return torch.exp(tok), seq_log_ratio[:, None].expand_as(log_probs)
-    raise ValueError(f"loss_type must be 'grpo' or 'gspo_token', got {loss_type!r}")
+    return torch.exp(log_ratio), log_ratio
+
+
+def _gspo_token_ratio(log_probs, old_log_probs, mask):
+    """``gspo_token``: ``sg[s_j] * pi / sg[pi]`` with ``s_j`` the response's mean log-ratio, exponentiated."""
+    log_ratio = log_probs - old_log_probs
+    m = mask.to(log_probs.dtype)
+    seq_log_ratio = (log_ratio * m).sum(1) / m.sum(1).clamp(min=1)  # [B]
+    tok = seq_log_ratio.detach()[:, None] + log_probs - log_probs.detach()
+    return torch.exp(tok), seq_log_ratio[:, None].expand_as(log_probs)
+
+
+# The losses, by the importance ratio each clips. Every entry has one signature:
+#   (log_probs [B, T], old_log_probs [B, T], mask [B, T] bool) -> (ratio [B, T], log_ratio [B, T])
+# where ``ratio`` carries the gradient and ``log_ratio`` is its value for the KL-to-old metric.
+# A new loss is one function and one entry here (the configs take their choices from this dict).
+POLICY_LOSSES = {
+    "grpo": _grpo_ratio,
+    "gspo_token": _gspo_token_ratio,
+}
+LossType = Literal[tuple(POLICY_LOSSES)]  # type: ignore[valid-type]
 
 
 def policy_loss(
@@ -122,7 +146,9 @@ def policy_loss(
     old_log_probs = old_log_probs.detach()
     agg = dict(num_tokens=num_tokens, num_seqs=num_seqs, norm_length=norm_length)
 
-    ratio, log_ratio_value = _ratios(log_probs, old_log_probs, mask, loss_type)
+    if loss_type not in POLICY_LOSSES:
+        raise ValueError(f"loss_type must be one of {list(POLICY_LOSSES)}, got {loss_type!r}")
+    ratio, log_ratio_value = POLICY_LOSSES[loss_type](log_probs, old_log_probs, mask)
     unclipped = ratio * advantages
     clipped = torch.clamp(ratio, 1.0 - clip_eps_low, 1.0 + clip_eps_high) * advantages
     pg_mat = -torch.minimum(unclipped, clipped)

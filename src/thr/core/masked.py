@@ -9,24 +9,12 @@ from __future__ import annotations
 import torch
 
 
-def masked_sum(values: torch.Tensor, response_mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
-    """Sum of ``values`` where ``response_mask`` is 1 (over ``dim``, or all)."""
-    m = response_mask.to(values.dtype)
-    return (values * m).sum() if dim is None else (values * m).sum(dim)
-
-
 def masked_mean(values: torch.Tensor, response_mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
     """Mean of ``values`` where ``response_mask`` is 1; 0 where nothing is selected."""
     m = response_mask.to(values.dtype)
     total = (values * m).sum() if dim is None else (values * m).sum(dim)
     count = m.sum() if dim is None else m.sum(dim)
     return total / count.clamp(min=1)
-
-
-def masked_var(values: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
-    """Population variance of the selected entries of ``values`` (scalar)."""
-    mean = masked_mean(values, response_mask)
-    return masked_mean((values - mean) ** 2, response_mask)
 
 
 def selective_log_softmax(

@@ -6,6 +6,9 @@ contiguous ``group_size``). A token is dominant when ``|s| > tau`` of its group;
     reweight:  w = 1 + p * sign(THR) if dominant else 1
     dominant:  w = 1 + p * sign(THR) if dominant else 0     (train on dominant tokens only)
 
+(``off`` and the ``entropy`` control complete :data:`TOKEN_ADVANTAGE_MODES`, the registry that
+:func:`steered_advantages` dispatches on)
+
 and its advantage ``A_{j,k} = A_j * w_{j,k}``. ``p = 0`` in ``reweight`` is plain GRPO exactly.
 """
 
@@ -139,6 +142,45 @@ def thr_metrics(thr: torch.Tensor, response_mask: torch.Tensor, dominant: torch.
     }
 
 
+def _grpo_tokens(advantages, thr, influence, mask, tau, *, p, entropy, fraction):
+    """``off``: plain GRPO, ``A_j`` on every valid token; THR statistics still reported."""
+    dominant = (influence.abs() > tau[:, None]) & mask
+    return advantages.to(influence.dtype)[:, None] * mask, thr_metrics(thr, mask, dominant)
+
+
+def _reweight_tokens(advantages, thr, influence, mask, tau, *, p, entropy, fraction):
+    """``reweight``: ``w = 1 + p sign(THR)`` on dominant tokens, 1 elsewhere."""
+    return thr_token_advantages(advantages, thr, influence, mask, tau, mode="reweight", p=p)
+
+
+def _dominant_tokens(advantages, thr, influence, mask, tau, *, p, entropy, fraction):
+    """``dominant``: ``w = 1 + p sign(THR)`` on dominant tokens, 0 elsewhere."""
+    return thr_token_advantages(advantages, thr, influence, mask, tau, mode="dominant", p=p)
+
+
+def _entropy_tokens(advantages, thr, influence, mask, tau, *, p, entropy, fraction):
+    """``entropy``: the control without THR (:func:`entropy_token_advantages`, ``fraction`` kept);
+    THR statistics are still reported."""
+    if entropy is None:
+        raise ValueError("mode='entropy' needs the token entropies: pass entropy=[B, T]")
+    _, metrics = _grpo_tokens(advantages, thr, influence, mask, tau, p=p, entropy=entropy, fraction=fraction)
+    token_adv, selected = entropy_token_advantages(advantages, entropy, mask, fraction=fraction)
+    return token_adv, {**metrics, **selected}
+
+
+# The token-advantage modes. Every entry has one signature:
+#   (advantages [B], thr [B, T], influence [B, T], mask [B, T] bool, tau [B], *, p, entropy [B, T] | None,
+#    fraction) -> (token_advantages [B, T], metrics)
+# A new mode is one function and one entry here (the configs take their choices from this dict).
+TOKEN_ADVANTAGE_MODES = {
+    "off": _grpo_tokens,
+    "reweight": _reweight_tokens,
+    "dominant": _dominant_tokens,
+    "entropy": _entropy_tokens,
+}
+SteerMode = Literal[tuple(TOKEN_ADVANTAGE_MODES)]  # type: ignore[valid-type]
+
+
 def steered_advantages(
     advantages: torch.Tensor,
     influence: torch.Tensor,
@@ -147,19 +189,24 @@ def steered_advantages(
     *,
     group_size: int | None = None,
     group_ids: torch.Tensor | None = None,
-    mode: Literal["off", "reweight", "dominant"] = "reweight",
+    mode: SteerMode = "reweight",
     p: float = 0.0,
     threshold: ThresholdMode = "nthr",
     beta: float = 1.0,
     quantile: float = 0.2,
     value: float = 0.0,
+    entropy: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """From influence ``[B, T]`` to token advantages ``[B, T]``: THR, threshold, weights.
+    """From influence ``[B, T]`` to token advantages ``[B, T]``: THR, threshold, then the mode.
 
-    ``mode="off"`` returns plain GRPO token advantages (``A_j`` on every valid token) and still
+    ``mode`` names an entry of :data:`TOKEN_ADVANTAGE_MODES`: ``off`` (plain GRPO token
+    advantages, ``A_j`` on every valid token), ``reweight``, ``dominant`` or ``entropy`` (keep
+    ``A_j`` on the top ``quantile`` of the batch's tokens by ``entropy [B, T]``). Every mode
     reports THR statistics. Returns ``(token_advantages [B, T], metrics)``; metrics include
     ``thr/tau_mean`` over groups with a finite threshold.
     """
+    if mode not in TOKEN_ADVANTAGE_MODES:
+        raise ValueError(f"mode must be one of {list(TOKEN_ADVANTAGE_MODES)}, got {mode!r}")
     check_tensor("influence", influence, ndim=2)
     mask = check_mask("response_mask", response_mask, tuple(influence.shape))
     thr = advantages.to(influence.dtype)[:, None] * influence
@@ -167,12 +214,8 @@ def steered_advantages(
         influence, mask, positive, group_size=group_size, group_ids=group_ids,
         mode=threshold, beta=beta, quantile=quantile, value=value,
     )
-    if mode == "off":
-        dominant = (influence.abs() > tau[:, None]) & mask
-        token_adv = advantages.to(influence.dtype)[:, None] * mask
-        metrics = thr_metrics(thr, mask, dominant)
-    else:
-        token_adv, metrics = thr_token_advantages(advantages, thr, influence, mask, tau, mode=mode, p=p)
+    token_adv, metrics = TOKEN_ADVANTAGE_MODES[mode](advantages, thr, influence, mask, tau, p=p, entropy=entropy,
+                                                     fraction=quantile)
     finite = torch.isfinite(tau)
     metrics["thr/tau_mean"] = float(tau[finite].mean()) if bool(finite.any()) else 0.0
     return token_adv, metrics

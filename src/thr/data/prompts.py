@@ -117,7 +117,7 @@ def load_prompt_info(directory: str | Path) -> dict[str, Any] | None:
 
 
 def _legacy_warm_start_info(directory: Path) -> dict[str, Any] | None:
-    from thr.models.embedded import INFO_FILE, PROMPT_TEMPLATE, EmbeddedConfig, load_info
+    from thr.models.embedded_config import INFO_FILE, PROMPT_TEMPLATE, EmbeddedConfig, load_info
 
     if not (directory / INFO_FILE).is_file():
         return None

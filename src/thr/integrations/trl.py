@@ -34,7 +34,7 @@ import torch
 from trl import GRPOConfig, GRPOTrainer
 from trl.models.utils import disable_gradient_checkpointing
 
-from thr.core import steered_advantages, token_influence_batched
+from thr.core import steered_advantages, token_influence
 from thr.integrations._groups import (
     capture_backbone_states,
     check_group_prompts,
@@ -238,7 +238,7 @@ class THRGRPOTrainer(GRPOTrainer):
         with gather_ctx:
             W = weight.full_tensor() if hasattr(weight, "full_tensor") else weight
             if bool(mask.any()):
-                influence = token_influence_batched(
+                influence = token_influence(
                     states, W.detach(), out["completion_ids"], mask, positive, group_size=G,
                     temperature=self.temperature, chunk_size=a.thr_chunk_size, method=a.thr_method)
             else:

@@ -29,185 +29,18 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
-from thr.data.tasks import arith, columns
-from thr.data.tasks.arith import ArithConfig
-from thr.data.tasks.columns import ColumnsConfig
+from thr.models.embedded_config import GREEDY_BAND, INFO_FILE, PROMPT_TEMPLATE, EmbeddedConfig, load_info
 
 # Bump when the training recipe or the saved layout changes (old cache entries are then ignored).
 EMBEDDED_VERSION = "embedded-2"
-INFO_FILE = "warm_start_info.json"
-PROMPT_TEMPLATE = "plain"
 _STALE_TMP_S = 6 * 3600
 
 
-@dataclass
-class EmbeddedConfig:
-    """Everything that determines the warm-started model (all of it enters the cache key).
-
-    Attributes:
-        task: the built-in task, ``"columns"`` (the default: column arithmetic taught by a teacher
-            with two habits, trained to a plateau; ``thr.data.tasks.columns``) or ``"arith"`` (the
-            earlier default: short chains, stopped early at an accuracy target).
-        arch: ``"qwen2"`` or ``"llama"`` (``thr.models.tiny.build_model``).
-        hidden_size: model width.
-        num_layers: transformer blocks.
-        num_heads: attention heads (must divide ``hidden_size``).
-        intermediate_size: MLP width; 0 means ``4 * hidden_size``.
-        seed: model init, data order and task splits.
-        use_shipped: use the warm start shipped in the package when one has this exact recipe
-            (``thr.models.shipped``; not part of the cache key). ``false`` trains it locally.
-        sft_steps: optimizer steps of the supervised phase (also the horizon of the cosine
-            schedule). ``columns`` trains all of them, to a plateau: RL's room comes from the
-            teacher's habits, not from stopping early. ``arith`` may stop earlier at the accuracy
-            target below.
-        target_val_accuracy: stop as soon as greedy accuracy on the validation problems reaches
-            this (0, the default, disables the check: exactly ``sft_steps`` steps; ``arith`` used 0.30). Arithmetic is learned in a
-            sharp, seed-dependent transition, so a fixed step count lands anywhere between ~10%
-            and ~70%; the target makes the warm start land in the intended band.
-        val_problems: validation problems (the ones that follow the training split in its
-            generator stream, disjoint from the SFT/RL training problems and the test split): for
-            the accuracy target, and for ``columns`` the plateau check (``thr.models.imitation``).
-        check_after: first step at which the target is checked.
-        check_every: steps between checks.
-        batch_size: sequences per step.
-        lr: peak AdamW learning rate (linear warmup, then cosine decay to ``lr * min_lr_ratio``).
-        warmup_steps: linear warmup length.
-        min_lr_ratio: final learning rate as a fraction of ``lr``.
-        weight_decay: AdamW decoupled weight decay.
-        grad_clip: max global gradient norm (0 disables clipping).
-        n_sft_examples: size of the training split (SFT samples from it with replacement; RL
-            later trains on the same split).
-        n_test: size of the held-out split (RL evaluation uses the same split).
-        ops_per_problem: ``columns``: operations per problem (3: solutions of 95-131 tokens).
-        event_weights: ``columns``: relative share of problems with 0, 1, 2, 3 carries and borrows.
-        carry_slip: ``columns``: the teacher's rate of dropping a carry.
-        borrow_slip: ``columns``: the teacher's rate of subtracting the smaller digit from the
-            larger instead of borrowing.
-        min_operands, max_operands, min_value, max_value, ops, max_multiplier, max_result:
-            ``arith``: task difficulty, see :class:`thr.data.tasks.arith.ArithConfig`.
-        eval_problems: held-out problems scored greedily after training (0 skips).
-        eval_pass_problems: held-out problems scored with ``eval_pass_k`` samples at T=1 (0 skips).
-        eval_pass_k: samples per problem for the pass@k measurement.
-        max_new_tokens: generation budget of the evaluation.
-    """
-
-    task: Literal["columns", "arith"] = "columns"
-    arch: Literal["qwen2", "llama"] = "qwen2"
-    hidden_size: int = 64
-    num_layers: int = 3
-    num_heads: int = 4
-    intermediate_size: int = 0
-    seed: int = 0
-    use_shipped: bool = True
-    sft_steps: int = 3000
-    target_val_accuracy: float = 0.0
-    val_problems: int = 128
-    check_after: int = 500
-    check_every: int = 50
-    batch_size: int = 32
-    lr: float = 5e-3
-    warmup_steps: int = 30
-    min_lr_ratio: float = 0.1
-    weight_decay: float = 0.01
-    grad_clip: float = 1.0
-    n_sft_examples: int = 20000
-    n_test: int = 1000
-    ops_per_problem: int = 3
-    event_weights: str = "0.35,0.15,0.2,0.3"
-    carry_slip: float = 0.7
-    borrow_slip: float = 0.85
-    min_operands: int = 2
-    max_operands: int = 3
-    min_value: int = 1
-    max_value: int = 50
-    ops: str = "+-*"
-    max_multiplier: int = 9
-    max_result: int = 99
-    eval_problems: int = 200
-    eval_pass_problems: int = 64
-    eval_pass_k: int = 8
-    max_new_tokens: int = 160
-
-    def task_config(self) -> ArithConfig | ColumnsConfig:
-        """The task configuration (:class:`ColumnsConfig` or :class:`ArithConfig`) of this run."""
-        if self.task == "columns":
-            return ColumnsConfig(
-                seed=self.seed,
-                n_train=self.n_sft_examples,
-                n_test=self.n_test,
-                min_ops=self.ops_per_problem,
-                max_ops=self.ops_per_problem,
-                event_weights=self.event_weights,
-            )
-        return ArithConfig(
-            seed=self.seed,
-            n_train=self.n_sft_examples,
-            n_test=self.n_test,
-            min_operands=self.min_operands,
-            max_operands=self.max_operands,
-            min_value=self.min_value,
-            max_value=self.max_value,
-            ops=self.ops,
-            max_multiplier=self.max_multiplier,
-            max_result=self.max_result,
-        )
-
-    def task_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for the task's ``load_split`` (seed included)."""
-        return dataclasses.asdict(self.task_config())
-
-    def task_module(self) -> Any:
-        """The task's module (``thr.data.tasks.columns`` or ``thr.data.tasks.arith``)."""
-        return columns if self.task == "columns" else arith
-
-    def validate(self) -> EmbeddedConfig:
-        """Raise ``ValueError`` naming the first bad field; return ``self``."""
-        if self.task not in ("columns", "arith"):
-            raise ValueError(f"task must be 'columns' or 'arith', got {self.task!r}")
-        if not (0.0 <= self.carry_slip <= 1.0 and 0.0 <= self.borrow_slip <= 1.0):
-            raise ValueError("carry_slip and borrow_slip are probabilities: keep them in [0, 1]")
-        if self.arch not in ("qwen2", "llama"):
-            raise ValueError(f"arch must be 'qwen2' or 'llama', got {self.arch!r}")
-        for name in ("hidden_size", "num_layers", "num_heads", "sft_steps", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.hidden_size % self.num_heads:
-            raise ValueError(f"hidden_size={self.hidden_size} must be divisible by num_heads={self.num_heads}")
-        if self.intermediate_size < 0:
-            raise ValueError("intermediate_size must be >= 0 (0 means 4 * hidden_size)")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"lr must be a positive number, got {self.lr}")
-        if self.warmup_steps < 0 or not 0.0 <= self.min_lr_ratio <= 1.0:
-            raise ValueError("need warmup_steps >= 0 and 0 <= min_lr_ratio <= 1")
-        if self.weight_decay < 0 or self.grad_clip < 0:
-            raise ValueError("weight_decay and grad_clip must be >= 0")
-        if not 0.0 <= self.target_val_accuracy <= 1.0:
-            raise ValueError("target_val_accuracy must be in [0, 1]")
-        if self.val_problems < 0 or self.check_after < 0 or self.check_every < 1:
-            raise ValueError("need val_problems >= 0, check_after >= 0 and check_every >= 1")
-        if self.target_val_accuracy > 0 and self.val_problems == 0:
-            raise ValueError("target_val_accuracy needs val_problems > 0")
-        if self.n_sft_examples < 1:
-            raise ValueError("n_sft_examples must be >= 1")
-        for name in ("eval_problems", "eval_pass_problems", "eval_pass_k"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0")
-        if max(self.eval_problems, self.eval_pass_problems) > self.n_test:
-            raise ValueError("eval_problems and eval_pass_problems must be <= n_test")
-        if self.max_new_tokens < 1:
-            raise ValueError("max_new_tokens must be >= 1")
-        try:
-            self.task_config().validate()
-        except ValueError as err:  # name this config's fields, not the task config's
-            names = "ops_per_problem, event_weights" if self.task == "columns" else "the arith task fields"
-            raise ValueError(f"{names}: {err}") from None
-        return self
 
 
 def default_cache_dir() -> Path:
@@ -387,10 +220,6 @@ def _write_info(directory: Path, info: dict[str, Any], cfg: EmbeddedConfig, name
     save_prompt_info(directory, PROMPT_TEMPLATE, cfg.task, cfg.task_kwargs())
 
 
-# The intended band of the columns warm start's greedy accuracy (docs/embedded.md).
-GREEDY_BAND = (0.25, 0.50)
-
-
 def quality_warnings(info: dict[str, Any]) -> list[str]:
     """What is wrong with a finished warm start, in words (empty when nothing is)."""
     from thr.models.imitation import plateau_warnings
@@ -410,11 +239,6 @@ def quality_warnings(info: dict[str, Any]) -> list[str]:
         out.append(f"its held-out greedy accuracy {greedy:.1%} is outside the intended band "
                    f"{GREEDY_BAND[0]:.0%}-{GREEDY_BAND[1]:.0%}")
     return out
-
-
-def load_info(path: str | Path) -> dict[str, Any]:
-    """The ``warm_start_info.json`` of a warm-start directory."""
-    return json.loads((Path(path) / INFO_FILE).read_text())
 
 
 _CLI_USAGE = """usage: thr warm-start [--force] [--export] [key=value ...]

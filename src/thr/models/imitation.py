@@ -107,7 +107,7 @@ def evaluate_policy(
     end with eos) and ``n_problems``. Scored with ``thr.verifier.verify`` and, for a built-in
     ``task``, its full check of the worked solution (the trainer's reward rule).
     """
-    from thr.models.embedded import PROMPT_TEMPLATE
+    from thr.models.embedded_config import PROMPT_TEMPLATE
     from thr.models.generation import generate
     from thr.data.prompts import format_prompt
     from thr.data.tasks import solution_checker

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from thr.models.embedded import PROMPT_TEMPLATE, EmbeddedConfig
+from thr.models.embedded_config import PROMPT_TEMPLATE, EmbeddedConfig
 from thr.data.tasks import columns
 
 

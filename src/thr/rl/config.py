@@ -1,16 +1,26 @@
 """``TrainConfig``: the one config of ``thr train``, in sections.
 
-Every field is documented once, here, as ``name: text`` lines in its section's docstring;
-``thr train --help`` is generated from them (``thr.config.options_help``). Override from YAML (``--config configs/x.yaml``) or the
+Every field is documented once, here, as ``name: text`` lines in its section's docstring (the
+``thr.*`` section inherits the shared THR fields from :class:`thr.rl.steering.THRSettings`);
+fields with a fixed set of choices are ``Literal`` types, checked by the loader
+(:mod:`thr.config`); ``thr train --help`` is generated from both (``thr.config.usage``). Override from YAML (``--config configs/x.yaml``) or the
 command line (``thr.p=0.2``, ``--rollout.group_size 8``). ``validate()`` raises ``ValueError``
 naming the field and how to fix it.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+from typing import Literal
 
-from thr.models.embedded import EmbeddedConfig
+from thr.config import check_choices
+from thr.core import AGGREGATIONS, POLICY_LOSSES
+from thr.data.prompts import TEMPLATE_NAMES
+from thr.models.embedded_config import EmbeddedConfig
+from thr.rl.steering import THRSettings
+
+OnOff = Literal["auto", "on", "off"]
 
 
 @dataclass
@@ -29,7 +39,7 @@ class ModelSection:
     """
 
     name_or_path: str = "embedded"
-    dtype: str = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     device: str = "auto"
     lora_r: int = 0
     lora_alpha: int = 32
@@ -60,7 +70,7 @@ class DataSection:
     eval_split: str = "test"
     problem_field: str = ""
     answer_field: str = ""
-    prompt_template: str = "auto"
+    prompt_template: Literal[TEMPLATE_NAMES] = "auto"  # type: ignore[valid-type]
     train_limit: int = 0
 
 
@@ -78,7 +88,7 @@ class RolloutSection:
     batch_size: sequences per ``generate`` call.
     """
 
-    backend: str = "hf"
+    backend: Literal["hf", "vllm"] = "hf"
     prompts_per_step: int = 16
     group_size: int = 8
     temperature: float = 1.0
@@ -111,27 +121,18 @@ class RewardSection:
     correct: float = 1.0
     incorrect: float = 0.0
     format_bonus: float = 0.0
-    truncated: str = "zero"
-    check_steps: str = "auto"
+    truncated: Literal["zero", "verify"] = "zero"
+    check_steps: Literal["auto", "true", "false"] = "auto"
 
 
 @dataclass
-class THRSection:
-    """Token Hidden Reward steering (spec sections 3-4).
+class THRSection(THRSettings):
+    """Token Hidden Reward steering (spec sections 3-4): the shared fields of
+    :class:`thr.rl.steering.THRSettings`, and how the old-policy pass computes influence.
 
-    mode: ``off`` (plain GRPO; THR statistics are still logged), ``reweight``, ``dominant``, or
-        ``entropy`` (a control without THR: train only on the top ``quantile`` fraction of the
-        batch's tokens by entropy).
-    p: steering strength in (-1, 1): > 0 exploitation, < 0 exploration. With ``p_schedule``
-        other than ``constant``, the value at the first step.
     p_schedule: ``constant`` (``p`` at every step) or ``linear`` (from ``p`` at step 1 to
         ``p_end`` at the last step, e.g. ``p=-0.5 p_end=0.5``: explore first, exploit later).
     p_end: the value of ``p`` at the last step under ``p_schedule=linear``.
-    threshold: ``nthr`` (tau = beta * min mean influence of a correct response), ``quantile``
-        or ``absolute``.
-    beta: NTHR threshold factor.
-    quantile: fraction of tokens per group kept as dominant in ``quantile`` mode.
-    value: the threshold in ``absolute`` mode.
     influence: ``full`` (THR: gradients with respect to the LM head), ``self`` (only each token's
         own ``<g,g><h,h>`` term: a control) or ``network`` (the same inner product over the
         parameters of ``network_params``, exact, by one backward and one forward-mode pass per
@@ -143,10 +144,8 @@ class THRSection:
         them: final norm, LM head) or ``re:REGEX`` (trainable parameters whose name matches).
     network_rows: ``influence=network`` only: sequences per backward / forward-mode pass (0: a
         whole group); lower it to bound memory.
-    method: ``auto``, ``mform`` or ``pair`` (exact algorithms, see ``thr.core.influence``).
-    chunk_size: tokens per streamed chunk in the THR computation.
-    algorithm: ``exact`` (``thr.core.token_influence_batched``) or ``approx`` (the
-        restricted-vocabulary ``thr.core.token_influence_approx_batched``: vocabulary = the
+    algorithm: ``exact`` (``thr.core.token_influence``) or ``approx`` (the
+        restricted-vocabulary ``thr.core.token_influence(..., algorithm="approx")``: vocabulary = the
         group's tokens plus ``approx_top_k``, normalized exactly with the old log-probs).
         Ignored by ``influence=self``.
     approx_top_k: ``approx`` only: also keep the ``k`` most probable tokens of every
@@ -170,24 +169,16 @@ class THRSection:
         forward. The global ``torch.backends.cuda.matmul`` setting is restored after each call.
     """
 
-    mode: str = "reweight"
-    p: float = 0.2
-    p_schedule: str = "constant"
+    p_schedule: Literal["constant", "linear"] = "constant"
     p_end: float = 0.0
-    threshold: str = "nthr"
-    beta: float = 1.0
-    quantile: float = 0.2
-    value: float = 0.0
-    influence: str = "full"
+    influence: Literal["full", "self", "network"] = "full"
     network_params: str = "all"
     network_rows: int = 0
-    method: str = "auto"
-    chunk_size: int = 1024
-    algorithm: str = "exact"
+    algorithm: Literal["exact", "approx"] = "exact"
     approx_top_k: int = 0
-    reuse_logits: str = "auto"
+    reuse_logits: OnOff = "auto"
     max_kept_gb: float = 0.0
-    tf32: str = "auto"
+    tf32: OnOff = "auto"
 
 
 @dataclass
@@ -223,23 +214,23 @@ class OptimSection:
         token).
     """
 
-    advantage: str = "grpo"
+    advantage: Literal["grpo", "drgrpo"] = "grpo"
     unbiased_std: bool = True
     adv_eps: float = 1e-6
-    loss_type: str = "grpo"
+    loss_type: Literal[tuple(POLICY_LOSSES)] = "grpo"  # type: ignore[valid-type]
     clip_eps_low: float = 0.2
     clip_eps_high: float = 0.2
-    aggregation: str = "token-mean"
+    aggregation: Literal[tuple(AGGREGATIONS)] = "token-mean"  # type: ignore[valid-type]
     kl_coef: float = 0.0
     entropy_coef: float = 0.0
-    optimizer: str = "adamw"
+    optimizer: Literal["adamw", "sgd"] = "adamw"
     lr: float = 3e-4
     weight_decay: float = 0.0
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
     adam_eps: float = 1e-8
     sgd_momentum: float = 0.0
-    lr_schedule: str = "constant"
+    lr_schedule: Literal["constant", "linear", "cosine"] = "constant"
     warmup_steps: int = 0
     max_grad_norm: float = 1.0
     ppo_epochs: int = 1
@@ -328,28 +319,8 @@ class TrainConfig:
 
     def validate(self) -> "TrainConfig":
         """Raise ``ValueError`` naming the first invalid field and the fix."""
-        choices = {
-            "rollout.backend": (self.rollout.backend, ("hf", "vllm")),
-            "reward.truncated": (self.reward.truncated, ("zero", "verify")),
-            "reward.check_steps": (self.reward.check_steps, ("auto", "true", "false")),
-            "thr.mode": (self.thr.mode, ("off", "reweight", "dominant", "entropy")),
-            "thr.p_schedule": (self.thr.p_schedule, ("constant", "linear")),
-            "thr.threshold": (self.thr.threshold, ("nthr", "quantile", "absolute")),
-            "thr.influence": (self.thr.influence, ("full", "self", "network")),
-            "thr.method": (self.thr.method, ("auto", "mform", "pair")),
-            "thr.algorithm": (self.thr.algorithm, ("exact", "approx")),
-            "thr.reuse_logits": (self.thr.reuse_logits, ("auto", "on", "off")),
-            "thr.tf32": (self.thr.tf32, ("auto", "on", "off")),
-            "optim.advantage": (self.optim.advantage, ("grpo", "drgrpo")),
-            "optim.loss_type": (self.optim.loss_type, ("grpo", "gspo_token")),
-            "optim.aggregation": (self.optim.aggregation, ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm")),
-            "optim.lr_schedule": (self.optim.lr_schedule, ("constant", "linear", "cosine")),
-            "optim.optimizer": (self.optim.optimizer, ("adamw", "sgd")),
-            "data.prompt_template": (self.data.prompt_template, ("auto", "plain", "boxed", "qwen_math", "chat")),
-        }
-        for name, (value, allowed) in choices.items():
-            if value not in allowed:
-                raise ValueError(f"{name}={value!r} is not valid; choose one of {list(allowed)}")
+        check_choices(self)  # every Literal field, from its type
+        self.thr.validate("thr.")
         positive = {
             "rollout.prompts_per_step": self.rollout.prompts_per_step,
             "rollout.group_size": self.rollout.group_size, "rollout.max_new_tokens": self.rollout.max_new_tokens,
@@ -369,35 +340,7 @@ class TrainConfig:
                 f"rollout.prompts_per_step={self.rollout.prompts_per_step} must be a multiple of "
                 f"optim.mini_batches={self.optim.mini_batches} (mini-batches hold whole groups)"
             )
-        if not -1.0 < self.thr.p < 1.0:
-            raise ValueError(f"thr.p must be in (-1, 1), got {self.thr.p}")
-        if not -1.0 < self.thr.p_end < 1.0:
-            raise ValueError(f"thr.p_end must be in (-1, 1), got {self.thr.p_end}")
-        if self.thr.p_schedule != "constant" and self.thr.mode not in ("reweight", "dominant"):
-            raise ValueError(f"thr.p_schedule={self.thr.p_schedule} needs thr.mode=reweight or dominant "
-                             f"(got {self.thr.mode}, which does not use p)")
-        if self.thr.approx_top_k < 0:
-            raise ValueError(f"thr.approx_top_k must be >= 0 (0: only the group's tokens), got {self.thr.approx_top_k}")
-        if self.thr.approx_top_k and self.thr.algorithm != "approx":
-            raise ValueError(f"thr.approx_top_k={self.thr.approx_top_k} only applies to thr.algorithm=approx; "
-                             "set thr.algorithm=approx or thr.approx_top_k=0")
-        if not (self.thr.network_params == "all" or self.thr.network_params.startswith("re:")
-                or (self.thr.network_params.startswith("last:") and self.thr.network_params[5:].isdigit()
-                    and int(self.thr.network_params[5:]) >= 1)):
-            raise ValueError(f"thr.network_params={self.thr.network_params!r} is not valid; use all, last:N (N >= 1) "
-                             "or re:REGEX")
-        if self.thr.network_params.startswith("re:"):
-            import re
-
-            try:
-                re.compile(self.thr.network_params[3:])
-            except re.error as err:
-                raise ValueError(f"thr.network_params={self.thr.network_params!r}: bad regular expression ({err})") from None
-        if self.thr.network_rows < 0:
-            raise ValueError(f"thr.network_rows must be >= 0 (0: a whole group per pass), got {self.thr.network_rows}")
-        if not 0 <= self.thr.max_kept_gb < float("inf"):
-            raise ValueError(f"thr.max_kept_gb must be a finite number >= 0 (0: the core default, 2 GiB), "
-                             f"got {self.thr.max_kept_gb}")
+        self._validate_thr()
         if self.rollout.temperature <= 0:
             raise ValueError("rollout.temperature must be > 0 (RL needs sampling; THR divides logits by it)")
         if not 0 < self.rollout.top_p <= 1:
@@ -413,6 +356,34 @@ class TrainConfig:
         if self.model.name_or_path == "embedded":
             self._validate_embedded()
         return self
+
+    def _validate_thr(self) -> None:
+        """The trainer's own ``thr.*`` fields (the shared ones: :meth:`THRSettings.validate`)."""
+        t = self.thr
+        if not -1.0 < t.p_end < 1.0:
+            raise ValueError(f"thr.p_end must be in (-1, 1), got {t.p_end}")
+        if t.p_schedule != "constant" and t.mode not in ("reweight", "dominant"):
+            raise ValueError(f"thr.p_schedule={t.p_schedule} needs thr.mode=reweight or dominant "
+                             f"(got {t.mode}, which does not use p)")
+        if t.approx_top_k < 0:
+            raise ValueError(f"thr.approx_top_k must be >= 0 (0: only the group's tokens), got {t.approx_top_k}")
+        if t.approx_top_k and t.algorithm != "approx":
+            raise ValueError(f"thr.approx_top_k={t.approx_top_k} only applies to thr.algorithm=approx; "
+                             "set thr.algorithm=approx or thr.approx_top_k=0")
+        spec = t.network_params
+        if not (spec == "all" or spec.startswith("re:") or (spec.startswith("last:") and spec[5:].isdigit()
+                                                          and int(spec[5:]) >= 1)):
+            raise ValueError(f"thr.network_params={spec!r} is not valid; use all, last:N (N >= 1) or re:REGEX")
+        if spec.startswith("re:"):
+            try:
+                re.compile(spec[3:])
+            except re.error as err:
+                raise ValueError(f"thr.network_params={spec!r}: bad regular expression ({err})") from None
+        if t.network_rows < 0:
+            raise ValueError(f"thr.network_rows must be >= 0 (0: a whole group per pass), got {t.network_rows}")
+        if not 0 <= t.max_kept_gb < float("inf"):
+            raise ValueError(f"thr.max_kept_gb must be a finite number >= 0 (0: the core default, 2 GiB), "
+                             f"got {t.max_kept_gb}")
 
     def _validate_embedded(self) -> None:
         """The embedded model's settings, and that its built-in task is the one trained on."""

@@ -1,8 +1,12 @@
-"""THR inside the trainer's old-policy pass: which algorithm, and whether the forward's logits are reused.
+"""The old-policy pass: old log-probs, entropy and THR influence in one no-grad forward per micro-batch.
 
-:class:`OldPassTHR` turns one micro-batch of the fused old-policy pass (LM-head inputs, the
-forward's logits, the old log-probs) into influence ``[B_micro, t]`` following ``cfg.thr``
-(``algorithm``, ``reuse_logits``, ``approx_top_k``, ``max_kept_gb``; documented in
+:func:`old_policy_pass` runs the pass over a :class:`thr.rl.batch.RolloutBatch` and returns an
+:class:`OldPass`. THR is computed right after the forward that produced the LM-head inputs, which
+are then dropped (memory stays one micro-batch of states).
+
+:class:`OldPassTHR` turns one micro-batch (LM-head inputs, the forward's logits, the old
+log-probs) into influence ``[B_micro, t]`` following ``cfg.thr`` (``algorithm``,
+``reuse_logits``, ``approx_top_k``, ``max_kept_gb``; documented in
 :class:`thr.rl.config.THRSection`).
 
 With ``thr.influence=network``, :meth:`OldPassTHR.network` instead calls
@@ -19,15 +23,81 @@ from __future__ import annotations
 import contextlib
 import re
 import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
-from thr.core import (
-    network_token_influence,
-    token_influence_approx_batched,
-    token_influence_batched,
-    token_self_influence,
-)
+from thr.core import entropy_from_logits, network_token_influence, selective_log_softmax, token_influence, token_self_influence
+from thr.models.loading import capture_head_inputs, lm_head_weight
+from thr.rl.batch import RolloutBatch, policy_forward
+
+
+@dataclass
+class OldPass:
+    """What the update needs from the policy that sampled the batch (all ``[B, T]``, float32).
+
+    log_probs: old log-probs of the response tokens at the rollout temperature.
+    entropy: entropy of each token's distribution.
+    influence: THR influence ``s`` of each token on its group's positive responses.
+    ref_log_probs: reference-model log-probs (``optim.kl_coef > 0`` only, else None).
+    thr_seconds: wall time spent in THR (part of the pass).
+    """
+
+    log_probs: torch.Tensor
+    entropy: torch.Tensor
+    influence: torch.Tensor
+    ref_log_probs: torch.Tensor | None
+    thr_seconds: float
+
+
+@torch.no_grad()
+def old_policy_pass(
+    model,
+    batch: RolloutBatch,
+    positive: torch.Tensor,
+    thr_pass: "OldPassTHR",
+    *,
+    rows_per_micro: int,
+    reference: Callable[[RolloutBatch], torch.Tensor] | None = None,
+) -> OldPass:
+    """Old log-probs, entropy, (reference log-probs) and THR influence of ``batch``, fused per
+    micro-batch of ``rows_per_micro`` rows (whole groups). ``positive``: ``[B]`` bool, the set P;
+    ``reference(sub)``: reference log-probs of a sub-batch, when the KL term is on."""
+    tau, device = thr_pass.tau, batch.response_ids.device
+    B, T = batch.response_ids.shape
+    old_lp = torch.zeros(B, T, device=device)
+    entropy = torch.zeros(B, T, device=device)
+    influence = torch.zeros(B, T, device=device, dtype=torch.float32)
+    ref_lp = torch.zeros(B, T, device=device) if reference is not None else None
+    W = lm_head_weight(model)
+    thr_seconds = 0.0
+    model.eval()
+    for start in range(0, B, rows_per_micro):
+        idx = torch.arange(start, min(B, start + rows_per_micro), device=device)
+        sub = batch.rows(idx)
+        t = sub.response_width
+        with capture_head_inputs(model) as captured:
+            logits = policy_forward(model, sub)
+        sub_lp = selective_log_softmax(logits, sub.response_ids, temperature=tau)
+        old_lp[idx, :t] = sub_lp
+        entropy[idx, :t] = entropy_from_logits(logits, temperature=tau)
+        hidden = captured[-1][:, :-1]
+        if not thr_pass.use_logits(hidden, W, logits, sub.response_mask):
+            logits = None  # freed before THR (thr.reuse_logits: auto with bf16 logits, off, or a non-linear head)
+        t0 = time.perf_counter()
+        if sub.response_mask.any() and thr_pass.c.influence == "network":  # over thr.network_params
+            influence[idx, :t] = thr_pass.network(model, sub, positive[idx]).float()
+        elif sub.response_mask.any():
+            influence[idx, :t] = thr_pass(hidden, W, sub.response_ids, sub.response_mask, positive[idx],
+                                          logits=logits, log_probs=sub_lp).float()
+        thr_seconds += time.perf_counter() - t0
+        del logits, hidden, captured
+        if ref_lp is not None:
+            ref_lp[idx, :t] = reference(sub)
+    model.train()
+    return OldPass(old_lp, entropy, influence, ref_lp, thr_seconds)
 
 # (rtol, atol relative to the row's largest |logit|) of the plain-linear-head check, by logits dtype
 _HEAD_TOL = {torch.float64: 1e-6, torch.float32: 5e-3}  # float32: room for TF32 matmuls
@@ -136,10 +206,10 @@ class OldPassTHR:
         common = dict(group_size=self.G, temperature=self.tau, chunk_size=c.chunk_size, method=c.method,
                       max_kept_elements=self.max_kept, logits=logits)
         if c.algorithm == "approx":
-            return token_influence_approx_batched(hidden, weight, response_ids, response_mask, positive,
-                                                  top_k=c.approx_top_k, token_log_probs=log_probs if self.log_probs_ok else None,
-                                                  **common)
-        return token_influence_batched(hidden, weight, response_ids, response_mask, positive, **common)
+            return token_influence(hidden, weight, response_ids, response_mask, positive, algorithm="approx",
+                                   top_k=c.approx_top_k, token_log_probs=log_probs if self.log_probs_ok else None,
+                                   **common)
+        return token_influence(hidden, weight, response_ids, response_mask, positive, **common)
 
 
 _BLOCK = re.compile(r"(?:^|\.)(?:layers|layer|h|blocks)\.(\d+)\.")

@@ -1,11 +1,9 @@
-"""Training-side data helpers: the train/held-out problem lists and the logged token groups."""
+"""Training-side data helpers: the train / held-out problem lists of a run and its built-in task."""
 
 from __future__ import annotations
 
 import sys
 from typing import Any
-
-import torch
 
 from thr.data.problems import Problem, load_problems, load_task
 
@@ -48,7 +46,7 @@ def load_train_eval(cfg: Any) -> tuple[list[Problem], list[Problem]]:
 
 def warn_base_outside_band(cfg: Any, base: dict[str, float]) -> None:
     """Say so when the embedded ``columns`` model starts outside its intended greedy band."""
-    from thr.models.embedded import GREEDY_BAND
+    from thr.models.embedded_config import GREEDY_BAND
 
     greedy = base.get("eval/greedy_accuracy")
     if cfg.model.name_or_path != "embedded" or cfg.embedded.task != "columns" or cfg.data.eval != "columns":
@@ -72,35 +70,3 @@ def task_info(cfg: Any) -> dict[str, Any]:
     ``thr_prompt.json``; empty for other data."""
     settings = builtin_task_settings(cfg, cfg.data.train)
     return {} if settings is None else {"task": cfg.data.train, "task_settings": settings}
-
-
-def group_records(trainer: Any, problems, samples, scores, batch, old, advantages, token_adv) -> list[dict[str, Any]]:
-    """Per-token THR records of the first ``log.groups_per_log`` groups (for heat maps)."""
-    G = trainer.cfg.rollout.group_size
-    tok = trainer.tokenizer
-    inf = old["influence"]
-    thr_vals = advantages[:, None].float() * inf
-    records = []
-    for g in range(min(trainer.cfg.log.groups_per_log, len(problems))):
-        responses = []
-        for j in range(g * G, (g + 1) * G):
-            n = int(batch.response_mask[j].sum())
-            ids = batch.response_ids[j, :n].tolist()
-            responses.append({
-                "text": samples[j].text,
-                "reward": scores[j].reward,
-                "correct": scores[j].correct,
-                "advantage": float(advantages[j]),
-                "tokens": [tok.decode([i]) for i in ids],
-                "thr": _round(thr_vals[j, :n]),
-                "influence": _round(inf[j, :n]),
-                "entropy": _round(old["entropy"][j, :n]),
-                "prob": _round(old["old_log_probs"][j, :n].exp()),
-                "token_advantage": _round(token_adv[j, :n]),
-            })
-        records.append({"group": g, "problem": problems[g].problem, "answer": problems[g].answer, "responses": responses})
-    return records
-
-
-def _round(t: torch.Tensor) -> list[float]:
-    return [float(f"{v:.6g}") for v in t.float().tolist()]

@@ -13,6 +13,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+import torch
+
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     path = Path(path)
@@ -97,3 +99,40 @@ class RunLogger:
             self._tb.close()
         if self._wandb is not None:
             self._wandb.finish()
+
+
+def group_records(tokenizer: Any, rollout: Any, batch: Any, old: Any, advantages: torch.Tensor,
+                  token_adv: torch.Tensor, *, group_size: int, n_groups: int) -> list[dict[str, Any]]:
+    """Per-token records of the first ``n_groups`` groups of a step, for ``groups.jsonl`` (heat maps).
+
+    ``rollout``: :class:`thr.rl.rollout.Rollout`; ``batch``: its :class:`thr.rl.batch.RolloutBatch`;
+    ``old``: the :class:`thr.rl.old_pass.OldPass`; ``advantages [B]``, ``token_adv [B, T]``.
+    """
+    G, inf = group_size, old.influence
+    thr_vals = advantages[:, None].float() * inf
+    records = []
+    for g in range(min(n_groups, len(rollout.problems))):
+        responses = []
+        for j in range(g * G, (g + 1) * G):
+            n = int(batch.response_mask[j].sum())
+            ids = batch.response_ids[j, :n].tolist()
+            score = rollout.scores[j]
+            responses.append({
+                "text": rollout.samples[j].text,
+                "reward": score.reward,
+                "correct": score.correct,
+                "advantage": float(advantages[j]),
+                "tokens": [tokenizer.decode([i]) for i in ids],
+                "thr": _round(thr_vals[j, :n]),
+                "influence": _round(inf[j, :n]),
+                "entropy": _round(old.entropy[j, :n]),
+                "prob": _round(old.log_probs[j, :n].exp()),
+                "token_advantage": _round(token_adv[j, :n]),
+            })
+        problem = rollout.problems[g]
+        records.append({"group": g, "problem": problem.problem, "answer": problem.answer, "responses": responses})
+    return records
+
+
+def _round(t: torch.Tensor) -> list[float]:
+    return [float(f"{v:.6g}") for v in t.float().tolist()]

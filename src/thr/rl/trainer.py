@@ -1,9 +1,16 @@
 """``thr train``: single-machine RLVR (GRPO / GSPO-token) with THR steering.
 
-One step: sample ``group_size`` responses for ``prompts_per_step`` prompts, score them with the
-verifier, compute group advantages, run the old-policy pass (old log-probs, entropy and the
-LM-head inputs that THR needs, in the same forward), turn THR into token advantages, then
-``ppo_epochs`` x ``mini_batches`` optimizer steps of the clipped policy loss.
+One step (:meth:`Trainer.train_step`), each stage in its own module, typed hand-offs between them:
+
+1. rollout (:mod:`thr.rl.rollout`): ``group_size`` responses for ``prompts_per_step`` prompts,
+   scored by the verifier -> :class:`~thr.rl.rollout.Rollout`;
+2. group advantages (``thr.core.group_advantages``) and the padded batch
+   (:class:`~thr.rl.batch.RolloutBatch`);
+3. old-policy pass (:mod:`thr.rl.old_pass`): old log-probs, entropy and THR influence in the same
+   forward -> :class:`~thr.rl.old_pass.OldPass`;
+4. token advantages: one call, :func:`thr.rl.steering.steer`, dispatching on ``thr.mode``;
+5. update (:mod:`thr.rl.update`): ``ppo_epochs`` x ``mini_batches`` optimizer steps of the
+   clipped policy loss.
 
 Reproducible on CPU: each step seeds its own sampling and update from ``(seed, step)``, so a run
 resumed from a checkpoint logs the same metrics as an uninterrupted one.
@@ -23,24 +30,19 @@ from typing import Any
 
 import torch
 
-from thr.rl import checkpoint as ckpt
-from thr.config import dump_yaml, load_config, options_help, to_dict
-from thr.core import (
-    entropy_from_logits,
-    entropy_token_advantages,
-    group_advantages,
-    policy_loss,
-    selective_log_softmax,
-    steered_advantages,
-)
-from thr.models.loading import capture_head_inputs, check_model_path, lm_head_weight, load_policy, output_embeddings
+from thr.config import dump_yaml, load_config, to_dict, usage
+from thr.core import group_advantages, masked_mean, selective_log_softmax
 from thr.data.prompts import concrete_template, format_prompt, resolve_template
-from thr.rl.rewards import score_response
-from thr.rl.batch import RolloutBatch, build_batch, policy_forward
-from thr.rl.run_log import RunLogger, truncate_jsonl
+from thr.models.loading import check_model_path, load_policy, output_embeddings
+from thr.rl import checkpoint as ckpt
+from thr.rl.batch import RolloutBatch, policy_forward
 from thr.rl.config import TrainConfig
+from thr.rl.old_pass import OldPass, OldPassTHR, old_policy_pass
 from thr.rl.problems import checks_solutions, load_train_eval, task_info, warn_base_outside_band
-from thr.rl.old_pass import OldPassTHR
+from thr.rl.rollout import Rollout, sample_rollout
+from thr.rl.run_log import RunLogger, group_records, truncate_jsonl
+from thr.rl.steering import steer
+from thr.rl.update import update_policy
 
 
 class Trainer:
@@ -182,23 +184,11 @@ class Trainer:
             out.append(int(perm[pos]))
         return out
 
-    def rollout(self, step: int) -> tuple[list[Any], list[Any], list[Any]]:
-        r = self.cfg.rollout
+    def rollout(self, step: int) -> Rollout:
+        """The step's groups, sampled with a seed of ``(seed, step)`` and scored."""
         problems = [self.train_problems[i] for i in self._prompt_indices(step)]
-        prompts = [format_prompt(self.tokenizer, p.problem, self.template) for p in problems]
-        groups = self.generator.generate(
-            prompts, n=r.group_size, temperature=r.temperature, top_p=r.top_p,
-            max_new_tokens=r.max_new_tokens, batch_size=r.batch_size, seed=self.cfg.seed * 1_000_003 + step,
-        )
-        samples = [s for group in groups for s in group]
-        rw = self.cfg.reward
-        scores = [
-            score_response(s.text, problems[s.prompt_index].answer, finish_reason=s.finish_reason, correct=rw.correct,
-                           incorrect=rw.incorrect, format_bonus=rw.format_bonus, truncated=rw.truncated,
-                           checker=self._checker(problems[s.prompt_index]))
-            for s in samples
-        ]
-        return problems, samples, scores
+        return sample_rollout(self.generator, self.tokenizer, problems, template=self.template, rollout=self.cfg.rollout,
+                              reward=self.cfg.reward, seed=self.cfg.seed * 1_000_003 + step, checker=self._checker)
 
     def _checker(self, problem: Any) -> Any:
         """The full solution check of ``problem`` (built-in tasks with ``reward.check_steps``)."""
@@ -206,50 +196,12 @@ class Trainer:
 
         return checker_for(problem) if self.check_solutions else None
 
-    # ----------------------------------------------------------------------------- old pass + THR
-    @torch.no_grad()
-    def old_policy_pass(self, batch: RolloutBatch, positive: torch.Tensor) -> dict[str, torch.Tensor | float]:
-        """Old log-probs, entropy, (reference log-probs) and THR influence, fused per micro-batch.
-
-        Micro-batches hold whole groups so THR is computed right after the forward that produced
-        the hidden states, which are then dropped (memory stays one micro-batch of states).
-        """
-        cfg, G = self.cfg, self.cfg.rollout.group_size
-        tau = cfg.rollout.temperature
-        B, T = batch.response_ids.shape
-        old_lp = torch.zeros(B, T, device=self.device)
-        entropy = torch.zeros(B, T, device=self.device)
-        influence = torch.zeros(B, T, device=self.device, dtype=torch.float32)
-        ref_lp = torch.zeros(B, T, device=self.device) if cfg.optim.kl_coef > 0 else None
-        W = lm_head_weight(self.model)
-        rows_per_micro = max(1, cfg.optim.micro_batch_size // G) * G
-        thr_seconds = 0.0
-        self.model.eval()
-        for start in range(0, B, rows_per_micro):
-            idx = torch.arange(start, min(B, start + rows_per_micro), device=self.device)
-            sub = batch.rows(idx)
-            t = sub.response_width
-            with capture_head_inputs(self.model) as captured:
-                logits = policy_forward(self.model, sub)
-            sub_lp = selective_log_softmax(logits, sub.response_ids, temperature=tau)
-            old_lp[idx, :t] = sub_lp
-            entropy[idx, :t] = entropy_from_logits(logits, temperature=tau)
-            hidden = captured[-1][:, :-1]
-            if not self.thr_pass.use_logits(hidden, W, logits, sub.response_mask):
-                logits = None  # freed before THR (thr.reuse_logits: auto with bf16 logits, off, or a non-linear head)
-            t0 = time.perf_counter()
-            if sub.response_mask.any() and self.thr_pass.c.influence == "network":  # over thr.network_params
-                influence[idx, :t] = self.thr_pass.network(self.model, sub, positive[idx]).float()
-            elif sub.response_mask.any():
-                influence[idx, :t] = self.thr_pass(hidden, W, sub.response_ids, sub.response_mask, positive[idx],
-                                                   logits=logits, log_probs=sub_lp).float()
-            thr_seconds += time.perf_counter() - t0
-            del logits, hidden, captured
-            if ref_lp is not None:
-                ref_lp[idx, :t] = self._ref_log_probs(sub)
-        self.model.train()
-        return {"old_log_probs": old_lp, "entropy": entropy, "influence": influence, "ref_log_probs": ref_lp,
-                "thr_seconds": thr_seconds}
+    def old_policy_pass(self, batch: RolloutBatch, positive: torch.Tensor) -> OldPass:
+        """:func:`thr.rl.old_pass.old_policy_pass` with this run's micro-batch size (whole groups)."""
+        G = self.cfg.rollout.group_size
+        return old_policy_pass(self.model, batch, positive, self.thr_pass,
+                               rows_per_micro=max(1, self.cfg.optim.micro_batch_size // G) * G,
+                               reference=self._ref_log_probs if self.cfg.optim.kl_coef > 0 else None)
 
     def _ref_log_probs(self, sub: RolloutBatch) -> torch.Tensor:
         tau = self.cfg.rollout.temperature
@@ -260,122 +212,58 @@ class Trainer:
                 logits = policy_forward(self.model, sub)
         return selective_log_softmax(logits, sub.response_ids, temperature=tau)
 
-    # ----------------------------------------------------------------------------- update
-    def update(self, batch: RolloutBatch, token_adv: torch.Tensor, old: dict[str, Any], step: int) -> dict[str, float]:
-        cfg, o = self.cfg, self.cfg.optim
-        G, B = cfg.rollout.group_size, batch.response_ids.shape[0]
-        tau = cfg.rollout.temperature
-        sums: dict[str, float] = {}
-        counts: dict[str, int] = {}  # a skipped mini-batch has loss 0 and no ratio/clip statistics
-        gen = torch.Generator().manual_seed(cfg.seed * 15485863 + step)
-        trainable = [p for p in self.model.parameters() if p.requires_grad]
-        # Rows whose token advantages are all zero (uniform groups) have exactly zero gradient
-        # when no KL or entropy term is on: their forward/backward is skipped.
-        skip_rows = o.skip_zero_advantage and o.kl_coef == 0 and o.entropy_coef == 0
-        active = token_adv.ne(0).any(1) if skip_rows else torch.ones(B, dtype=torch.bool, device=self.device)
-        for _epoch in range(o.ppo_epochs):
-            group_order = torch.randperm(B // G, generator=gen)
-            for mini in group_order.chunk(o.mini_batches):
-                rows = (mini[:, None] * G + torch.arange(G)[None]).reshape(-1).to(self.device)
-                mask = batch.response_mask[rows]
-                denoms = dict(num_tokens=float(mask.sum().clamp(min=1)), num_seqs=float(rows.numel()),
-                              norm_length=float(cfg.rollout.max_new_tokens))
-                if o.aggregation == "seq-mean-token-mean":
-                    denoms["num_seqs"] = float((mask.sum(1) > 0).sum().clamp(min=1))
-                self.optimizer.zero_grad(set_to_none=True)
-                step_metrics: dict[str, float] = {}
-                kept = rows[active[rows]]
-                micro_batches = kept.split(o.micro_batch_size) if kept.numel() else ()
-                if not micro_batches:  # zero gradient: the optimizer still steps, as it would without skipping
-                    # (a trainable parameter outside the graph would have had grad None, not 0; models have none)
-                    for p in trainable:
-                        p.grad = torch.zeros_like(p)
-                    step_metrics = {"loss/policy": 0.0, "loss/total": 0.0}
-                for micro in micro_batches:
-                    sub = batch.rows(micro)
-                    t = sub.response_width
-                    logits = policy_forward(self.model, sub)
-                    logp = selective_log_softmax(logits, sub.response_ids, temperature=tau)
-                    ent = entropy_from_logits(logits, temperature=tau) if o.entropy_coef else None
-                    ref = old["ref_log_probs"][micro, :t] if old["ref_log_probs"] is not None else None
-                    loss, m = policy_loss(
-                        logp, old["old_log_probs"][micro, :t], token_adv[micro, :t], sub.response_mask,
-                        loss_type=o.loss_type, clip_eps_low=o.clip_eps_low, clip_eps_high=o.clip_eps_high,
-                        aggregation=o.aggregation, ref_log_probs=ref, kl_coef=o.kl_coef, entropy=ent,
-                        entropy_coef=o.entropy_coef, **denoms,
-                    )
-                    loss.backward()
-                    share = float(micro.numel()) / kept.numel()
-                    for k, v in m.items():  # additive losses sum; ratios/fractions are averaged by share
-                        step_metrics[k] = step_metrics.get(k, 0.0) + (v if k in _ADDITIVE else v * share)
-                grad_norm = torch.nn.utils.clip_grad_norm_(trainable, o.max_grad_norm if o.max_grad_norm > 0 else float("inf"))
-                self.optimizer.step()
-                self.scheduler.step()
-                step_metrics["loss/grad_norm"] = float(grad_norm)
-                for k, v in step_metrics.items():
-                    sums[k] = sums.get(k, 0.0) + v
-                    counts[k] = counts.get(k, 0) + 1
-        out = {k: v / counts[k] for k, v in sums.items()}
-        out["optim/lr"] = self.scheduler.get_last_lr()[0]
-        out["optim/updated_rows_frac"] = float(active.float().mean())
-        return out
-
     # ----------------------------------------------------------------------------- one step
     def train_step(self, step: int) -> dict[str, Any]:
-        cfg = self.cfg
+        """Rollout -> advantages -> old-policy pass (THR) -> token advantages -> update; returns the metrics."""
+        cfg, o, c = self.cfg, self.cfg.optim, self.cfg.thr
         G = cfg.rollout.group_size
         torch.manual_seed(cfg.seed * 104729 + step)
         t0 = time.perf_counter()
-        problems, samples, scores = self.rollout(step)
+        rollout = self.rollout(step)
         t1 = time.perf_counter()
-        rewards = torch.tensor([s.reward for s in scores], dtype=torch.float32, device=self.device)
-        correct = torch.tensor([s.correct for s in scores], dtype=torch.bool, device=self.device)
-        o = cfg.optim
+        rewards, correct = rollout.rewards(self.device), rollout.correct(self.device)
         advantages, reward_metrics = group_advantages(rewards, group_size=G, mode=o.advantage, unbiased_std=o.unbiased_std, eps=o.adv_eps)
-        positive = correct  # the set P: verified-correct responses
-        batch = build_batch([s.prompt_ids for s in samples], [s.response_ids for s in samples], self.tokenizer.pad_token_id, self.device)
+        positive = correct if c.positive_reward is None else rewards >= c.positive_reward  # the set P
+        batch = rollout.batch(self.tokenizer.pad_token_id, self.device)
         old = self.old_policy_pass(batch, positive)
         t2 = time.perf_counter()
-        c = cfg.thr
         p = p_at_step(step, cfg.steps, c.p, c.p_end, c.p_schedule)
-        token_adv, thr_metrics = steered_advantages(
-            advantages, old["influence"], batch.response_mask, positive, group_size=G,
-            mode="off" if c.mode == "entropy" else c.mode, p=p, threshold=c.threshold, beta=c.beta,
-            quantile=c.quantile, value=c.value,
-        )
-        if c.mode == "entropy":
-            token_adv, selected = entropy_token_advantages(advantages, old["entropy"], batch.response_mask, fraction=c.quantile)
-            thr_metrics.update(selected)
+        token_adv, thr_metrics = steer(c, advantages, old.influence, batch.response_mask, positive, group_size=G, p=p,
+                                       entropy=old.entropy)
         if c.p_schedule != "constant":
             thr_metrics["thr/p"] = p
         t3 = time.perf_counter()
-        update_metrics = self.update(batch, token_adv, old, step)
+        update_metrics = update_policy(self.model, self.optimizer, self.scheduler, batch, token_adv, old, optim=o,
+                                       group_size=G, temperature=cfg.rollout.temperature,
+                                       norm_length=cfg.rollout.max_new_tokens, seed=cfg.seed * 15485863 + step)
         if hasattr(self.generator, "sync_weights"):
             self.generator.sync_weights(self.model)
         t4 = time.perf_counter()
         if cfg.log.likelihood_dynamics:
-            update_metrics.update(self._likelihood_change(batch, old["old_log_probs"], correct))
-        thr_time = old["thr_seconds"] + (t3 - t2)
+            update_metrics.update(self._likelihood_change(batch, old.log_probs, correct))
+        thr_time = old.thr_seconds + (t3 - t2)
         lengths = batch.response_mask.sum(1).float()
         metrics: dict[str, Any] = {
             **reward_metrics,
             "reward/accuracy": float(correct.float().mean()),
-            "reward/has_answer": sum(s.has_answer for s in scores) / len(scores),
-            "reward/truncated": sum(s.truncated for s in scores) / len(scores),
+            "reward/has_answer": rollout.share("has_answer"),
+            "reward/truncated": rollout.share("truncated"),
             "response/length_mean": float(lengths.mean()),
             "response/length_max": float(lengths.max()),
-            "policy/entropy": float((old["entropy"] * batch.response_mask).sum() / batch.response_mask.sum().clamp(min=1)),
+            "policy/entropy": float(masked_mean(old.entropy, batch.response_mask)),
             **thr_metrics,
             **update_metrics,
             "time/rollout": t1 - t0,
-            "time/old_pass": t2 - t1 - old["thr_seconds"],
+            "time/old_pass": t2 - t1 - old.thr_seconds,
             "time/thr": thr_time,
             "time/update": t4 - t3,
             "time/step": t4 - t0,
         }
         metrics["time/thr_share"] = thr_time / max(metrics["time/step"], 1e-9)
         if cfg.log.groups_every and step % cfg.log.groups_every == 0:
-            self._log_groups(step, problems, samples, scores, batch, old, advantages, token_adv)
+            for rec in group_records(self.tokenizer, rollout, batch, old, advantages, token_adv, group_size=G,
+                                     n_groups=cfg.log.groups_per_log):
+                self.logger.log(step, rec, file="groups.jsonl")
         return metrics
 
     @torch.no_grad()
@@ -391,18 +279,10 @@ class Trainer:
             for micro in idx.split(self.cfg.optim.micro_batch_size):
                 sub = batch.rows(micro)
                 after = selective_log_softmax(policy_forward(self.model, sub), sub.response_ids, temperature=self.cfg.rollout.temperature)
-                m = sub.response_mask.float()
-                diff = (after - before[micro, : sub.response_width]) * m
-                deltas.append(diff.sum(1) / m.sum(1).clamp(min=1))
+                deltas.append(masked_mean(after - before[micro, : sub.response_width], sub.response_mask, dim=1))
             out[f"likelihood/{name}_delta"] = float(torch.cat(deltas).mean())
         self.model.train()
         return out
-
-    def _log_groups(self, step, problems, samples, scores, batch, old, advantages, token_adv) -> None:
-        from thr.rl.problems import group_records
-
-        for rec in group_records(self, problems, samples, scores, batch, old, advantages, token_adv):
-            self.logger.log(step, rec, file="groups.jsonl")
 
     # ----------------------------------------------------------------------------- eval + run
     def evaluate(self, step: int) -> dict[str, float]:
@@ -463,7 +343,6 @@ _OOM_HELP = (
     "rollout.batch_size (generation) or rollout.max_new_tokens, or set model.gradient_checkpointing=true; "
     "then continue with resume=true (last checkpoint: {ckpt})."
 )
-_ADDITIVE = {"loss/policy", "loss/kl_ref", "loss/entropy", "loss/total"}
 
 
 def p_at_step(step: int, steps: int, p: float, p_end: float, schedule: str) -> float:
@@ -523,15 +402,8 @@ def _progress(total: int, initial: int, enabled: bool) -> Any:
 
 def train_usage() -> str:
     """``thr train --help``: every option of :class:`TrainConfig` with its type, default and doc."""
-    head = [
-        "usage: thr train [--config configs/x.yaml] [section.key=value | --section.key value ...]",
-        "",
-        "RL training (GRPO / GSPO-token) with THR steering; no arguments: the embedded default.",
-        "Values come from the defaults below, then the --config YAML preset, then the command line.",
-        "",
-        "options (full docs: src/thr/rl/config.py, docs/training.md):",
-    ]
-    return "\n".join(head + options_help(TrainConfig()))
+    return usage(TrainConfig(), "train", "RL training (GRPO / GSPO-token) with THR steering; no arguments: the embedded "
+                 "default.", "src/thr/rl/config.py, docs/training.md")
 
 
 def cli_main(argv: list[str] | None = None) -> int:
