@@ -18,6 +18,7 @@ from thr.core import steered_advantages, token_influence
 from thr.integrations._groups import balance_groups, capture_backbone_states
 from thr.integrations.verl import (
     THRSettings,
+    settings_from_env,
     _PostImportPatcher,
     apply_thr,
     rank_influence,
@@ -164,12 +165,12 @@ def test_apply_thr_multiplies_token_weights_into_grpo_advantages():
 
 
 def test_settings_from_env():
-    s = THRSettings.from_env({"THR_MODE": "dominant", "THR_P": "-0.3", "THR_POSITIVE_REWARD": "1",
+    s = settings_from_env({"THR_MODE": "dominant", "THR_P": "-0.3", "THR_POSITIVE_REWARD": "1",
                               "THR_CHUNK_SIZE": "256", "THR_THRESHOLD": "quantile", "THR_QUANTILE": "0.1"})
     assert (s.mode, s.p, s.positive_reward, s.chunk_size, s.threshold, s.quantile) == ("dominant", -0.3, 1.0, 256, "quantile", 0.1)
-    assert THRSettings.from_env({}) == THRSettings()
+    assert settings_from_env({}) == THRSettings()
     with pytest.raises(ValueError, match="p must be in"):
-        THRSettings.from_env({"THR_P": "1.5"})
+        settings_from_env({"THR_P": "1.5"})
 
 
 def test_post_import_patcher_patches_on_import_and_when_already_imported(tmp_path, monkeypatch):

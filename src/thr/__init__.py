@@ -21,6 +21,20 @@ from .core import (  # noqa: E402  (torch only)
     token_self_influence,
 )
 
+__all__ = [
+    "extract_answer",
+    "group_advantages",
+    "influence_threshold",
+    "network_token_influence",
+    "policy_loss",
+    "steered_advantages",
+    "token_hidden_reward",
+    "token_influence",
+    "token_self_influence",
+    "verify",
+    "verify_batch",
+]
+
 _LAZY = {
     "verify": ("thr.verifier", "verify"),
     "verify_batch": ("thr.verifier", "verify_batch"),

@@ -21,13 +21,15 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
 from thr.analysis.page import clean_json
-from thr.config import load_config, to_dict
-from thr.models.embedded import EmbeddedConfig
+from thr.config import check_choices, load_config, to_dict, usage
+from thr.data.prompts import TEMPLATE_NAMES
+from thr.models.embedded_config import EmbeddedConfig
+from thr.rl.steering import InfluenceMethod
 
 
 @dataclass
@@ -36,20 +38,31 @@ class AnalyzeConfig:
 
     model: ``embedded`` (the built-in warm-started model, settings in ``embedded.*``), a local
         ``save_pretrained`` directory or a hub name.
-    data: a built-in task (``columns``, ``arith``), a packaged benchmark (``math500`` ...), a ``.jsonl``/``.parquet`` path or a
-        HF dataset name (see ``thr.data.problems.load_problems``). split: its split (empty: default).
+    data: a built-in task (``columns``, ``arith``), a packaged benchmark (``math500`` ...), a
+        ``.jsonl``/``.parquet`` path or a HF dataset name (see ``thr.data.problems.load_problems``).
+    split: the split of ``data`` (empty: its default).
     problem_field, answer_field: field names of file/HF rows (empty: auto-detect).
-    num_prompts: problems analysed (the first N). group_size: responses per problem, G.
-    temperature, top_p, max_new_tokens: sampling (THR uses the same temperature).
+    num_prompts: problems analysed (the first N).
+    group_size: responses per problem, G.
+    temperature: sampling temperature (THR uses the same temperature).
+    top_p: nucleus sampling.
+    max_new_tokens: response budget.
     prompt_template: ``auto`` (the template a saved model was trained with, from its
         ``thr_prompt.json``; ``plain`` for the embedded model), ``plain``, ``boxed``, ``qwen_math``
         or ``chat``.
-    beta: NTHR threshold factor for dominant tokens. overlap_q: top fraction for the overlap.
+    beta: NTHR threshold factor for dominant tokens.
+    overlap_q: top fraction of tokens compared in the THR / entropy overlap.
     min_tokens: shorter responses are left out of the overlap statistic.
     heatmap_groups: groups rendered in ``heatmap.html`` (mixed groups first).
-    batch_size: sequences per generate call. micro_batch_size: sequences per scoring forward.
-    chunk_size, method: THR computation (``thr.core.token_influence``).
-    output_dir, seed, device, dtype, trust_remote_code: as in ``thr train``.
+    batch_size: sequences per generate call.
+    micro_batch_size: sequences per scoring forward.
+    chunk_size, method: THR computation (``thr.core.token_influence``; method ``auto``, ``mform`` or ``pair``).
+    output_dir: where the figures, heat map and summary.json go.
+    seed: sampling seed.
+    device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+    dtype: ``auto``, ``float32``, ``bfloat16`` or ``float16``.
+    trust_remote_code: passed to ``from_pretrained``.
+    progress: show progress bars.
     """
 
     model: str = "embedded"
@@ -62,7 +75,7 @@ class AnalyzeConfig:
     temperature: float = 1.0
     top_p: float = 1.0
     max_new_tokens: int = 160
-    prompt_template: str = "auto"
+    prompt_template: Literal[TEMPLATE_NAMES] = "auto"  # type: ignore[valid-type]
     beta: float = 1.0
     overlap_q: float = 0.2
     min_tokens: int = 5
@@ -70,11 +83,11 @@ class AnalyzeConfig:
     batch_size: int = 128
     micro_batch_size: int = 64
     chunk_size: int = 1024
-    method: str = "auto"
+    method: InfluenceMethod = "auto"
     output_dir: str = "runs/analyze"
     seed: int = 0
     device: str = "auto"
-    dtype: str = "float32"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "float32"
     trust_remote_code: bool = False
     progress: bool = True
     embedded: EmbeddedConfig = field(default_factory=EmbeddedConfig)
@@ -89,8 +102,7 @@ class AnalyzeConfig:
         for name in ("max_new_tokens", "batch_size", "micro_batch_size", "chunk_size", "min_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.method not in ("auto", "mform", "pair"):
-            raise ValueError(f"method must be auto, mform or pair, got {self.method!r}")
+        check_choices(self)
         if self.model == "embedded":
             self.embedded.validate()
         return self
@@ -261,8 +273,8 @@ def cli_main(argv: list[str] | None = None) -> int:
     """Entry point of ``thr analyze``."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if any(a in ("-h", "--help", "help") for a in argv):
-        print(__doc__)
-        print((AnalyzeConfig.__doc__ or "").rstrip())
+        print(usage(AnalyzeConfig(), "analyze", "THR of sampled groups: paper-style figures, token heat maps, "
+                    "summary.json.", "src/thr/analysis/analyze.py, docs/diagnostics.md"))
         return 0
     torch.manual_seed(0)
     cfg = load_config(AnalyzeConfig, argv)

@@ -19,10 +19,12 @@ import itertools
 import json
 import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from thr.analysis.page import esc, page
+from thr.config import load_config, usage
 
 TIME_KEYS = (("time/rollout", "rollout"), ("time/old_pass", "old-policy pass"), ("time/thr", "THR"), ("time/update", "update"))
 
@@ -234,20 +236,39 @@ def write_report(run_dir: str | Path, output: str | Path | None = None, n_groups
     return path
 
 
+@dataclass
+class ReportConfig:
+    """Options of ``thr report RUN_DIR`` (the run directory may also be given as ``run_dir=DIR``).
+
+    run_dir: the ``thr train`` output directory to report on.
+    output: where ``report.html`` and the PNGs go (empty: ``RUN_DIR/report``).
+    groups: logged groups shown as token heat maps.
+    png: also write PNG versions of the charts (needs matplotlib).
+    """
+
+    run_dir: str = ""
+    output: str = ""
+    groups: int = 4
+    png: bool = True
+
+    def validate(self) -> "ReportConfig":
+        if not self.run_dir:
+            raise ValueError("give the run directory: thr report RUN_DIR (or run_dir=DIR)")
+        if self.groups < 0:
+            raise ValueError(f"groups must be >= 0, got {self.groups}")
+        return self
+
+
 def cli_main(argv: list[str] | None = None) -> int:
     """Entry point of ``thr report RUN_DIR [--output DIR] [--groups N] [--png false]``."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or any(a in ("-h", "--help", "help") for a in argv):
-        print(__doc__)
+        print(usage(ReportConfig(), "report RUN_DIR", "Self-contained HTML report of a thr train run.",
+                    "src/thr/analysis/report.py, docs/diagnostics.md"))
         return 0 if argv else 2
-    run_dir, rest = argv[0], argv[1:]
-    from thr.config import parse_cli
-
-    _, opts = parse_cli(rest)
-    unknown = set(opts) - {"output", "groups", "png"}
-    if unknown:
-        raise ValueError(f"thr report: unknown option(s) {sorted(unknown)}; use --output DIR, --groups N, --png false")
-    png = str(opts.get("png", "true")).lower() not in ("0", "false", "no", "off")
-    path = write_report(run_dir, opts.get("output"), int(opts.get("groups", 4)), png)
+    if not argv[0].startswith("--") and "=" not in argv[0]:
+        argv = [f"run_dir={argv[0]}", *argv[1:]]
+    cfg = load_config(ReportConfig, argv)
+    path = write_report(cfg.run_dir, cfg.output or None, cfg.groups, cfg.png)
     print(f"report: {path}")
     return 0

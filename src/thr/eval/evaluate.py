@@ -20,9 +20,9 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from thr.config import load_config, to_dict
+from thr.config import check_choices, load_config, to_dict, usage
 from thr.data.problems import BENCHMARKS, Problem, load_problems
 from thr.models.generation import Generator, HFGenerator, Sample
 from thr.models.loading import check_model_path
@@ -282,33 +282,61 @@ def _run_mode(
 
 @dataclass
 class EvalConfig:
-    """Options of ``thr eval`` (see ``docs/evaluation.md``)."""
+    """Options of ``thr eval`` (see ``docs/evaluation.md``).
 
-    model: str = ""  # local path or hub name; several comma-separated to compare them
-    benchmarks: list[str] = field(default_factory=lambda: ["math500"])  # packaged names or a built-in task (columns, arith); [] for none
-    data_file: str | None = None  # extra source: .jsonl/.json/.parquet path or HF dataset name
-    split: str | None = None  # for data_file (HF datasets) and the built-in tasks (columns, arith)
-    problem_field: str | None = None  # for data_file
-    answer_field: str | None = None  # for data_file
-    n: int = 16  # samples per problem for Pass@K (0: greedy only)
-    temperature: float = 1.0  # sampling temperature for Pass@K
+    model: local path or hub name; several comma-separated to compare them.
+    benchmarks: packaged benchmark names or a built-in task (``columns``, ``arith``); ``[]`` for none.
+    data_file: extra source: a ``.jsonl``/``.json``/``.parquet`` path or an HF dataset name.
+    split: for ``data_file`` (HF datasets) and the built-in tasks (``columns``, ``arith``).
+    problem_field, answer_field: field names of ``data_file`` rows (unset: auto-detect).
+    n: samples per problem for Pass@K (0: greedy only).
+    temperature: sampling temperature for Pass@K.
+    top_p: nucleus sampling for Pass@K.
+    greedy: also report greedy (temperature 0) accuracy.
+    max_new_tokens: response budget.
+    batch_size: sequences per generate call.
+    prompt_template: ``auto`` (a saved model's ``thr_prompt.json``, else ``chat`` if the tokenizer
+        has a chat template, else ``boxed``), ``plain``, ``boxed``, ``qwen_math`` or ``chat``.
+    limit: the first N problems of each benchmark (unset: all).
+    output_dir: where the reports go; one sub-folder per model when several are given.
+    seed: sampling seed (datasets do not depend on it).
+    device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+    dtype: ``auto`` (bf16 on CUDA, fp32 on CPU), ``float32``, ``bfloat16`` or ``float16``.
+    backend: ``hf`` or ``vllm``.
+    gpu_memory_utilization: vLLM only: the share of GPU memory vLLM may take.
+    score_truncated: verify responses cut at ``max_new_tokens`` instead of marking them wrong.
+    resume: reuse finished generations in ``output_dir/generations.jsonl``.
+    rescore: re-verify the saved generations; no model is loaded.
+    compare: ``results.json`` files or directories to tabulate and plot; no evaluation.
+    plot: the Pass@K PNG path (unset: ``output_dir/pass_at_k.png``).
+    trust_remote_code: passed to ``from_pretrained``.
+    """
+
+    model: str = ""
+    benchmarks: list[str] = field(default_factory=lambda: ["math500"])
+    data_file: str | None = None
+    split: str | None = None
+    problem_field: str | None = None
+    answer_field: str | None = None
+    n: int = 16
+    temperature: float = 1.0
     top_p: float = 1.0
-    greedy: bool = True  # also report greedy (temperature 0) accuracy
+    greedy: bool = True
     max_new_tokens: int = 2048
-    batch_size: int = 32  # sequences per generate call
-    prompt_template: str = "auto"  # plain | boxed | qwen_math | chat | auto (a saved model's thr_prompt.json, else chat if the tokenizer has one, else boxed)
-    limit: int | None = None  # first N problems of each benchmark
-    output_dir: str = "runs/eval"  # one sub-folder per model when several are given
-    seed: int = 0  # sampling seed (datasets do not depend on it)
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    dtype: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | float32 | bfloat16 | float16
-    backend: str = "hf"  # hf | vllm
-    gpu_memory_utilization: float = 0.85  # vllm only
-    score_truncated: bool = False  # verify responses cut at max_new_tokens instead of marking them wrong
-    resume: bool = True  # reuse finished generations in output_dir/generations.jsonl
-    rescore: bool = False  # re-verify saved generations, no model loaded
-    compare: list[str] = field(default_factory=list)  # results.json files/dirs to plot; no evaluation
-    plot: str | None = None  # Pass@K PNG path (default output_dir/pass_at_k.png)
+    batch_size: int = 32
+    prompt_template: Literal[TEMPLATE_NAMES] = "auto"  # type: ignore[valid-type]
+    limit: int | None = None
+    output_dir: str = "runs/eval"
+    seed: int = 0
+    device: str = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    backend: Literal["hf", "vllm"] = "hf"
+    gpu_memory_utilization: float = 0.85
+    score_truncated: bool = False
+    resume: bool = True
+    rescore: bool = False
+    compare: list[str] = field(default_factory=list)
+    plot: str | None = None
     trust_remote_code: bool = False
 
     def validate(self) -> None:
@@ -335,12 +363,7 @@ class EvalConfig:
             raise ValueError("max_new_tokens and batch_size must be >= 1")
         if self.limit is not None and self.limit < 1:
             raise ValueError("limit must be >= 1 (or unset for all problems)")
-        if self.prompt_template not in TEMPLATE_NAMES:
-            raise ValueError(f"prompt_template must be one of {list(TEMPLATE_NAMES)}, got {self.prompt_template!r}")
-        if self.backend not in ("hf", "vllm"):
-            raise ValueError(f"backend must be 'hf' or 'vllm', got {self.backend!r}")
-        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
-            raise ValueError(f"dtype must be auto, float32, bfloat16 or float16, got {self.dtype!r}")
+        check_choices(self)
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
 
@@ -490,9 +513,9 @@ def cli_main(argv: list[str] | None = None) -> int:
     """Entry point of ``thr eval``; returns the process exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if any(a in ("-h", "--help", "help") for a in argv):
-        from thr.eval.tables import usage
-
-        print(usage(EvalConfig))
+        print(usage(EvalConfig(), "eval", "Greedy accuracy and Pass@K on math benchmarks; writes OUTPUT_DIR/"
+                    "generations.jsonl, results.json, results.md, pass_at_k.png.", "src/thr/eval/evaluate.py, "
+                    "docs/evaluation.md"))
         return 0
     try:
         cfg = load_config(EvalConfig, argv)

@@ -229,19 +229,3 @@ def write_comparison(out: Path, runs: list[dict[str, Any]], dirs: list[Path], pn
     try_plot(dirs, png, labels)
     print(f"comparison: {out / 'comparison.md'}", flush=True)
     return {"models": {str(r.get("model", d)): r for r, d in zip(runs, dirs)}}
-
-
-def usage(config_cls: type) -> str:
-    """``thr eval --help`` text: every field of ``config_cls`` with its default and comment."""
-    import dataclasses
-    import inspect
-
-    source = inspect.getsource(config_cls)
-    lines = ["usage: thr eval --model PATH [--key value | key=value ...] [--config eval.yaml]", "", "options:"]
-    for f in dataclasses.fields(config_cls):
-        factory = f.default_factory
-        default = factory() if factory is not dataclasses.MISSING else f.default
-        note = re.search(rf"^\s+{f.name}: [^\n]*?#\s*(.+)$", source, re.M)
-        lines.append(f"  --{f.name:<24} default {default!r}" + (f"  {note.group(1)}" if note else ""))
-    lines += ["", "Writes OUTPUT_DIR/generations.jsonl, results.json, results.md, pass_at_k.png (docs/evaluation.md)."]
-    return "\n".join(lines)

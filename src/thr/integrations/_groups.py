@@ -194,24 +194,3 @@ def capture_backbone_states(model: Any, transform=None) -> Iterator[list[torch.T
         yield captured
     finally:
         handle.remove()
-
-
-THR_MODES = ("off", "reweight", "dominant")
-THR_THRESHOLDS = ("nthr", "quantile", "absolute")
-THR_METHODS = ("auto", "mform", "pair")
-
-
-def validate_thr_settings(*, mode: str, p: float, threshold: str, quantile: float, chunk_size: int, method: str) -> None:
-    """Raise ``ValueError`` on a THR setting outside its domain (names as in the spec)."""
-    if mode not in THR_MODES:
-        raise ValueError(f"THR mode must be one of {THR_MODES}, got {mode!r}")
-    if not -1.0 < p < 1.0:
-        raise ValueError(f"THR p must be in (-1, 1) so that token weights stay positive, got {p}")
-    if threshold not in THR_THRESHOLDS:
-        raise ValueError(f"THR threshold must be one of {THR_THRESHOLDS}, got {threshold!r}")
-    if threshold == "quantile" and not 0.0 < quantile <= 1.0:
-        raise ValueError(f"THR quantile must be in (0, 1], got {quantile}")
-    if not (isinstance(chunk_size, int) and chunk_size > 0):
-        raise ValueError(f"THR chunk_size must be a positive int, got {chunk_size!r}")
-    if method not in THR_METHODS:
-        raise ValueError(f"THR method must be one of {THR_METHODS}, got {method!r}")

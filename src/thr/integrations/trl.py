@@ -26,51 +26,54 @@ Where THR enters (checked against the TRL 1.16.0 source):
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from dataclasses import dataclass, field
+import typing
 from typing import Any
 
 import torch
 from trl import GRPOConfig, GRPOTrainer
 from trl.models.utils import disable_gradient_checkpointing
 
-from thr.core import steered_advantages, token_influence
-from thr.integrations._groups import (
-    capture_backbone_states,
-    check_group_prompts,
-    check_whole_groups,
-    positive_responses,
-    validate_thr_settings,
-)
+from thr.config import field_docs
+from thr.core import token_influence
+from thr.integrations._groups import capture_backbone_states, check_group_prompts, check_whole_groups, positive_responses
 from thr.models.loading import output_embeddings
+from thr.rl.steering import THRSettings, steer
 
 __all__ = ["THRConfig", "THRGRPOTrainer"]
 
 
-@dataclass
-class THRConfig(GRPOConfig):
-    """``GRPOConfig`` plus the THR settings (spec sections 3-4)."""
+def _thr_fields() -> list[tuple[str, Any, Any]]:
+    """``thr_<name>`` for every field of :class:`thr.rl.steering.THRSettings`: its type, default and
+    doc (as the ``help`` that ``HfArgumentParser`` shows), plus the TRL-only ``thr_log_metrics``."""
+    docs, types_ = field_docs(THRSettings), typing.get_type_hints(THRSettings)
+    out = [(f"thr_{f.name}", types_[f.name], dataclasses.field(default=f.default, metadata={"help": docs[f.name]}))
+           for f in dataclasses.fields(THRSettings)]
+    log_help = ("With thr_mode='off': still compute THR for its metrics (one extra no-grad forward). "
+                "False makes 'off' exactly plain GRPOTrainer at its cost.")
+    return out + [("thr_log_metrics", bool, dataclasses.field(default=True, metadata={"help": log_help}))]
 
-    thr_mode: str = field(default="reweight", metadata={"help": (
-        "'off' (plain GRPO, THR metrics still logged), 'reweight' (w = 1 + p*sign(THR) on dominant tokens) "
-        "or 'dominant' (train on dominant tokens only).")})
-    thr_p: float = field(default=0.2, metadata={"help": "Steering strength in (-1, 1): > 0 exploitation, < 0 exploration."})
-    thr_threshold: str = field(default="nthr", metadata={"help": "Dominant-token threshold: 'nthr', 'quantile', 'absolute'."})
-    thr_beta: float = field(default=1.0, metadata={"help": "NTHR factor: tau = beta * min mean influence of a correct response."})
-    thr_quantile: float = field(default=0.2, metadata={"help": "'quantile': fraction of each group's tokens kept as dominant."})
-    thr_value: float = field(default=0.0, metadata={"help": "'absolute' threshold value on |influence|."})
-    thr_positive_reward: float | None = field(default=None, metadata={"help": (
-        "Total reward at or above which a response counts as correct (the set P). None: responses with A > 0.")})
-    thr_chunk_size: int = field(default=1024, metadata={"help": "Tokens per streamed chunk of the THR computation."})
-    thr_method: str = field(default="auto", metadata={"help": "Exact influence algorithm: 'auto', 'mform' or 'pair'."})
-    thr_log_metrics: bool = field(default=True, metadata={"help": (
-        "With thr_mode='off': still compute THR for its metrics (one extra no-grad forward). "
-        "False makes 'off' exactly plain GRPOTrainer at its cost.")})
 
-    def __post_init__(self):
-        super().__post_init__()
-        validate_thr_settings(mode=self.thr_mode, p=self.thr_p, threshold=self.thr_threshold, quantile=self.thr_quantile,
-                              chunk_size=self.thr_chunk_size, method=self.thr_method)
+def _post_init(self: Any) -> None:
+    GRPOConfig.__post_init__(self)
+    settings = self.thr_settings.validate("thr_")
+    if settings.mode == "entropy":
+        raise ValueError("thr_mode='entropy' needs token entropies, which only thr train computes; "
+                         "use 'off', 'reweight' or 'dominant'")
+
+
+THRConfig = dataclasses.make_dataclass(
+    "THRConfig", _thr_fields(), bases=(GRPOConfig,),
+    namespace={
+        "__doc__": "``GRPOConfig`` plus ``thr_<name>`` for every field of :class:`thr.rl.steering.THRSettings` "
+                   "(spec sections 3-4) and ``thr_log_metrics``.",
+        "__post_init__": _post_init,
+        "__module__": __name__,
+        "thr_settings": property(lambda self: THRSettings(**{f.name: getattr(self, f"thr_{f.name}")
+                                                             for f in dataclasses.fields(THRSettings)})),
+    },
+)
 
 
 class THRGRPOTrainer(GRPOTrainer):
@@ -243,9 +246,7 @@ class THRGRPOTrainer(GRPOTrainer):
                     temperature=self.temperature, chunk_size=a.thr_chunk_size, method=a.thr_method)
             else:
                 influence = torch.zeros(mask.shape, dtype=torch.float32, device=mask.device)
-        token_adv, metrics = steered_advantages(
-            advantages, influence, mask, positive, group_size=G, mode=a.thr_mode, p=a.thr_p,
-            threshold=a.thr_threshold, beta=a.thr_beta, quantile=a.thr_quantile, value=a.thr_value)
+        token_adv, metrics = steer(a.thr_settings, advantages, influence, mask, positive, group_size=G)
         if self._thr_token_advantages:
             out["advantages"] = token_adv.to(advantages.dtype)
         metrics["thr/frac_positive_responses"] = float(positive.float().mean())

@@ -36,19 +36,14 @@ import importlib.util
 import json
 import os
 import sys
-from dataclasses import asdict, dataclass
 from typing import Any, Callable, Sequence
 
 import torch
 
-from thr.core import group_advantages, steered_advantages, token_influence
-from thr.integrations._groups import (
-    balance_groups,
-    check_complete_groups,
-    dense_group_ids,
-    positive_responses,
-    validate_thr_settings,
-)
+from thr.config import from_env
+from thr.core import group_advantages, masked_mean, token_influence
+from thr.integrations._groups import balance_groups, check_complete_groups, dense_group_ids, positive_responses
+from thr.rl.steering import THRSettings, steer
 
 ESTIMATOR = "grpo_thr"
 INFLUENCE_FIELD = "thr_influence"
@@ -59,45 +54,14 @@ _SETTINGS_KEY = "thr_settings"
 # ============================================================================= settings
 
 
-@dataclass
-class THRSettings:
-    """THR settings of a verl run (spec sections 3-4); ``positive_reward=None``: P = {A_j > 0}."""
-
-    mode: str = "reweight"
-    p: float = 0.2
-    threshold: str = "nthr"
-    beta: float = 1.0
-    quantile: float = 0.2
-    value: float = 0.0
-    positive_reward: float | None = None
-    chunk_size: int = 1024
-    method: str = "auto"
-
-    def __post_init__(self) -> None:
-        validate_thr_settings(mode=self.mode, p=self.p, threshold=self.threshold, quantile=self.quantile,
-                              chunk_size=self.chunk_size, method=self.method)
-
-    @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> "THRSettings":
-        env = os.environ if env is None else env
-        d = cls.__dataclass_fields__
-        kwargs: dict[str, Any] = {}
-        for name in d:
-            raw = env.get(f"THR_{name.upper()}")
-            if raw is None or raw == "":
-                continue
-            if name in ("mode", "threshold", "method"):
-                kwargs[name] = raw
-            elif name == "chunk_size":
-                kwargs[name] = int(raw)
-            elif name == "positive_reward":
-                kwargs[name] = None if raw.lower() in ("none", "null") else float(raw)
-            else:
-                kwargs[name] = float(raw)
-        return cls(**kwargs)
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self))
+def settings_from_env(env: dict[str, str] | None = None) -> THRSettings:
+    """The run's :class:`thr.rl.steering.THRSettings` from ``THR_<FIELD>`` environment variables
+    (``THR_MODE``, ``THR_P``, ...; unset or empty: the default), checked like a config file."""
+    settings = from_env(THRSettings, os.environ if env is None else env, "THR_").validate("THR_* setting ")
+    if settings.mode == "entropy":
+        raise ValueError("THR_MODE=entropy needs token entropies, which only thr train computes; use off, reweight "
+                         "or dominant")
+    return settings
 
 
 # ============================================================================= worker side (pure)
@@ -231,14 +195,10 @@ def apply_thr(
     (see :class:`THRSettings`). ``mode="off"`` returns ``advantages`` unchanged (metrics only).
     """
     mask = response_mask.bool()
-    m = mask.to(advantages.dtype)
-    seq_adv = (advantages * m).sum(1) / m.sum(1).clamp(min=1)
+    seq_adv = masked_mean(advantages, mask, dim=1)
     positive = positive_responses(rewards.to(seq_adv.device), seq_adv, settings.positive_reward)
     gid = dense_group_ids(uids).to(advantages.device)
-    token_adv, metrics = steered_advantages(
-        seq_adv, influence.to(advantages.device), mask, positive, group_ids=gid, mode=settings.mode, p=settings.p,
-        threshold=settings.threshold, beta=settings.beta, quantile=settings.quantile, value=settings.value,
-    )
+    token_adv, metrics = steer(settings, seq_adv, influence.to(advantages.device), mask, positive, group_ids=gid)
     metrics["thr/frac_positive_responses"] = float(positive.float().mean()) if positive.numel() else 0.0
     if settings.mode == "off":
         return advantages, metrics
@@ -430,7 +390,7 @@ def _patch_trainer(tb: Any) -> None:
         corr = self.config.algorithm.get("rollout_correction", None)
         if corr and corr.get("bypass_mode", False):
             raise ValueError("THR needs the old-policy pass; rollout_correction.bypass_mode=true skips it")
-        s = THRSettings.from_env()
+        s = settings_from_env()
         batch.extra_info[_SETTINGS_KEY] = json.dumps({
             "group_size": int(self.config.actor_rollout_ref.rollout.n),
             "temperature": float(self.config.actor_rollout_ref.rollout.temperature),
@@ -460,7 +420,7 @@ def _patch_trainer(tb: Any) -> None:
         influence = tb.response_from_nested(data[INFLUENCE_FIELD], resp_mask)
         dense = [torch.nested.to_padded_tensor(v.float(), 0.0) for v in (data["advantages"], influence, resp_mask)]
         rewards = torch.stack([r.float().sum() for r in data["rm_scores"].unbind()])
-        adv, thr_metrics = apply_thr(*dense, rewards, _as_list(data["uid"]), THRSettings.from_env())
+        adv, thr_metrics = apply_thr(*dense, rewards, _as_list(data["uid"]), settings_from_env())
         metrics.update(thr_metrics)
         out = tb.TensorDict({"advantages": tb.response_to_nested(adv, resp_mask)}, batch_size=len(batch))
         return tb.tq.kv_batch_put(keys=batch.keys, partition_id=batch.partition_id, fields=out)
@@ -477,7 +437,7 @@ def install() -> None:
     if _INSTALLED["done"]:
         return
     _INSTALLED["done"] = True
-    THRSettings.from_env()  # fail early on a bad THR_* variable
+    settings_from_env()  # fail early on a bad THR_* variable
     _PATCHER.add("verl.trainer.ppo.core_algos", _patch_core_algos)
     _PATCHER.add("verl.workers.engine.fsdp.transformer_impl", _patch_fsdp_engine)
     _PATCHER.add("verl.trainer.ppo.v1.trainer_base", _patch_trainer)

@@ -57,12 +57,13 @@ class THRSettings:
         from thr.config import check_choices
 
         check_choices(self, prefix)
+        name = lambda field: f"{prefix}{field}"  # noqa: E731
         if not -1.0 < self.p < 1.0:
-            raise ValueError(f"{prefix}p must be in (-1, 1) so that token weights stay positive, got {self.p}")
+            raise ValueError(f"{name('p')} must be in (-1, 1) so that token weights stay positive, got {self.p}")
         if (self.threshold == "quantile" or self.mode == "entropy") and not 0.0 < self.quantile <= 1.0:
-            raise ValueError(f"{prefix}quantile (a fraction of tokens) must be in (0, 1], got {self.quantile}")
+            raise ValueError(f"{name('quantile')} (a fraction of tokens) must be in (0, 1], got {self.quantile}")
         if self.chunk_size < 1:
-            raise ValueError(f"{prefix}chunk_size must be >= 1, got {self.chunk_size}")
+            raise ValueError(f"{name('chunk_size')} must be >= 1, got {self.chunk_size}")
         return self
 
 
