@@ -167,7 +167,7 @@ def test_rescore_holds_saved_generations_to_the_task_check(tmp_path):
     import json
 
     from thr.data.problems import load_task
-    from thr.eval.evaluate import rescore_file
+    from thr.eval.run import rescore_file
 
     p = load_task("columns", "test", n_train=0, n_test=2)[0]
     lucky = " 10+10: 0+0=0, 1+1=2, so 20. \\boxed{" + p.answer + "}"

@@ -13,9 +13,8 @@ import pytest
 import torch
 
 from thr.data.problems import Problem, load_problems
+from thr.eval.run import EvalConfig, cli_main
 from thr.eval.evaluate import (
-    EvalConfig,
-    cli_main,
     compute_metrics,
     evaluate_problems,
     k_values,

@@ -7,7 +7,7 @@ import sys
 
 COMMANDS = {
     "train": ("thr.rl.trainer", "RL training (GRPO / GSPO-token) with THR steering; no arguments: the embedded default"),
-    "eval": ("thr.eval.evaluate", "greedy accuracy and Pass@K on math benchmarks"),
+    "eval": ("thr.eval.run", "greedy accuracy and Pass@K on math benchmarks"),
     "analyze": ("thr.analysis.analyze", "THR of sampled groups: paper-style figures, token heat maps, summary.json"),
     "report": ("thr.analysis.report", "self-contained HTML report of a thr train run"),
     "warm-start": ("thr.models.embedded", "train, cache or export the embedded model's warm start"),

@@ -405,17 +405,24 @@ def token_influence(
         raise ValueError(f"algorithm must be 'exact' or 'approx', got {algorithm!r}")
     if top_k or token_log_probs is not None or vocab is not None or return_vocab_sizes:
         raise ValueError("top_k, token_log_probs, vocab and return_vocab_sizes apply to algorithm='approx' only")
-    mask, pos = _validate_group(hidden_states, lm_head_weight, response_ids, response_mask, positive, temperature)
-    _check_opts(chunk_size, max_pair_elements, max_kept_elements, logits, tuple(mask.shape), lm_head_weight.shape[0])
-    out = torch.zeros(mask.shape, dtype=_compute_dtype(hidden_states, lm_head_weight, logits), device=hidden_states.device)
     opts = (chunk_size, method, max_pair_elements, max_kept_elements)
-    if one_group:
-        groups, W = [None], lm_head_weight
+    return _exact_influence(hidden_states, lm_head_weight, response_ids, response_mask, positive,
+                            None if one_group else (group_size, group_ids), temperature, opts, logits)
+
+
+def _exact_influence(hidden_states, lm_head_weight, response_ids, response_mask, positive, groups, temperature,
+                     opts, logits) -> torch.Tensor:
+    """Exact influence ``[B, T]``: one group (``groups`` None) or ``(group_size, group_ids)``."""
+    mask, pos = _validate_group(hidden_states, lm_head_weight, response_ids, response_mask, positive, temperature)
+    _check_opts(opts[0], opts[2], opts[3], logits, tuple(mask.shape), lm_head_weight.shape[0])
+    out = torch.zeros(mask.shape, dtype=_compute_dtype(hidden_states, lm_head_weight, logits), device=hidden_states.device)
+    if groups is None:
+        rows_of_groups, W = [None], lm_head_weight
     else:
-        gid = resolve_group_ids(hidden_states.shape[0], group_size=group_size, group_ids=group_ids, device=hidden_states.device)
-        groups = [(gid == g).nonzero().squeeze(1) for g in range(int(gid.max()) + 1)]
+        gid = resolve_group_ids(hidden_states.shape[0], group_size=groups[0], group_ids=groups[1], device=hidden_states.device)
+        rows_of_groups = [(gid == g).nonzero().squeeze(1) for g in range(int(gid.max()) + 1)]
         W = lm_head_weight if logits is not None else lm_head_weight.to(out.dtype)  # upcast once for all groups
-    for rows in groups:
+    for rows in rows_of_groups:
         s, bi, ti = _influence_valid(hidden_states, W, response_ids, mask, pos, temperature, opts, rows, logits)
         if s is not None:
             out[bi, ti] = s

@@ -93,6 +93,25 @@ POLICY_LOSSES = {
 LossType = Literal[tuple(POLICY_LOSSES)]  # type: ignore[valid-type]
 
 
+def _check_loss_args(log_probs, old_log_probs, advantages, response_mask, loss_type, clip_eps_low, clip_eps_high,
+                     kl_coef) -> tuple[torch.Tensor, torch.Tensor]:
+    """Validate :func:`policy_loss`'s inputs; returns the bool mask and the ``[B, T]`` advantages (no grad)."""
+    check_tensor("log_probs", log_probs, ndim=2)
+    check_float("log_probs", log_probs)
+    check_same_shape("old_log_probs", old_log_probs, "log_probs", log_probs)
+    mask = check_mask("response_mask", response_mask, tuple(log_probs.shape))
+    if advantages.ndim == 1:
+        advantages = advantages[:, None].expand_as(log_probs)
+    check_same_shape("advantages", advantages, "log_probs", log_probs)
+    if clip_eps_low < 0 or clip_eps_high < 0 or clip_eps_low >= 1:
+        raise ValueError(f"clip range needs 0 <= clip_eps_low < 1 and clip_eps_high >= 0, got {clip_eps_low}, {clip_eps_high}")
+    if kl_coef < 0:
+        raise ValueError(f"kl_coef must be >= 0, got {kl_coef}")
+    if loss_type not in POLICY_LOSSES:
+        raise ValueError(f"loss_type must be one of {list(POLICY_LOSSES)}, got {loss_type!r}")
+    return mask, advantages.to(log_probs.dtype).detach()
+
+
 def policy_loss(
     log_probs: torch.Tensor,
     old_log_probs: torch.Tensor,
@@ -131,23 +150,10 @@ def policy_loss(
         ``(loss, metrics)``: scalar loss and ``loss/...`` metrics (policy loss, clip fraction,
         KL, entropy, mean ratio).
     """
-    check_tensor("log_probs", log_probs, ndim=2)
-    check_float("log_probs", log_probs)
-    check_same_shape("old_log_probs", old_log_probs, "log_probs", log_probs)
-    mask = check_mask("response_mask", response_mask, tuple(log_probs.shape))
-    if advantages.ndim == 1:
-        advantages = advantages[:, None].expand_as(log_probs)
-    check_same_shape("advantages", advantages, "log_probs", log_probs)
-    if clip_eps_low < 0 or clip_eps_high < 0 or clip_eps_low >= 1:
-        raise ValueError(f"clip range needs 0 <= clip_eps_low < 1 and clip_eps_high >= 0, got {clip_eps_low}, {clip_eps_high}")
-    if kl_coef < 0:
-        raise ValueError(f"kl_coef must be >= 0, got {kl_coef}")
-    advantages = advantages.to(log_probs.dtype).detach()
+    mask, advantages = _check_loss_args(log_probs, old_log_probs, advantages, response_mask, loss_type,
+                                        clip_eps_low, clip_eps_high, kl_coef)
     old_log_probs = old_log_probs.detach()
     agg = dict(num_tokens=num_tokens, num_seqs=num_seqs, norm_length=norm_length)
-
-    if loss_type not in POLICY_LOSSES:
-        raise ValueError(f"loss_type must be one of {list(POLICY_LOSSES)}, got {loss_type!r}")
     ratio, log_ratio_value = POLICY_LOSSES[loss_type](log_probs, old_log_probs, mask)
     unclipped = ratio * advantages
     clipped = torch.clamp(ratio, 1.0 - clip_eps_low, 1.0 + clip_eps_high) * advantages

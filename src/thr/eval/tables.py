@@ -1,6 +1,6 @@
 """Reports for ``thr eval``: terminal and Markdown tables, model comparisons, Pass@K curves.
 
-All functions take the ``results`` dicts that :func:`thr.eval.evaluate.run_eval` writes to
+All functions take the ``results`` dicts that :func:`thr.eval.run.run_eval` writes to
 ``results.json``::
 
     {"model": str, "config": {...}, "elapsed_s": float,
