@@ -25,6 +25,7 @@ from typing import Literal
 import torch
 
 from ._checks import check_float, check_mask, check_same_shape, check_tensor
+from .masked import masked_mean
 
 def _token_mean(loss_mat, m, num_tokens, num_seqs, norm_length):
     denom = num_tokens if num_tokens is not None else m.sum().clamp(min=1)
@@ -32,7 +33,7 @@ def _token_mean(loss_mat, m, num_tokens, num_seqs, norm_length):
 
 
 def _seq_mean_token_mean(loss_mat, m, num_tokens, num_seqs, norm_length):
-    per_seq = (loss_mat * m).sum(1) / m.sum(1).clamp(min=1)
+    per_seq = masked_mean(loss_mat, m, dim=1)
     denom = num_seqs if num_seqs is not None else (m.sum(1) > 0).sum().clamp(min=1)
     return per_seq.sum() / denom
 
@@ -76,8 +77,7 @@ def _grpo_ratio(log_probs, old_log_probs, mask):
 def _gspo_token_ratio(log_probs, old_log_probs, mask):
     """``gspo_token``: ``sg[s_j] * pi / sg[pi]`` with ``s_j`` the response's mean log-ratio, exponentiated."""
     log_ratio = log_probs - old_log_probs
-    m = mask.to(log_probs.dtype)
-    seq_log_ratio = (log_ratio * m).sum(1) / m.sum(1).clamp(min=1)  # [B]
+    seq_log_ratio = masked_mean(log_ratio, mask, dim=1)  # [B]
     tok = seq_log_ratio.detach()[:, None] + log_probs - log_probs.detach()
     return torch.exp(tok), seq_log_ratio[:, None].expand_as(log_probs)
 
@@ -167,8 +167,8 @@ def policy_loss(
         metrics = {
             "loss/policy": float(pg_loss.detach()),
             "loss/clip_frac": float(was_clipped.sum() / n),
-            "loss/ratio_mean": float((ratio.detach() * mask).sum() / n),
-            "loss/approx_kl_old": float(((-log_ratio_value.detach()) * mask).sum() / n),
+            "loss/ratio_mean": float(masked_mean(ratio.detach(), mask)),
+            "loss/approx_kl_old": float(masked_mean(-log_ratio_value.detach(), mask)),
         }
     if ref_log_probs is not None:
         check_same_shape("ref_log_probs", ref_log_probs, "log_probs", log_probs)

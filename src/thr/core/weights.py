@@ -20,6 +20,7 @@ import torch
 
 from ._checks import check_mask, check_tensor
 from .advantages import resolve_group_ids
+from .masked import masked_mean
 
 ThresholdMode = Literal["nthr", "quantile", "absolute"]
 WeightMode = Literal["reweight", "dominant"]
@@ -56,7 +57,7 @@ def influence_threshold(
         if positive.shape != (B,):
             raise ValueError(f"positive has shape {tuple(positive.shape)}, expected ({B},)")
         count = mask.sum(1)
-        mean_s = (influence * mask).sum(1) / count.clamp(min=1)
+        mean_s = masked_mean(influence, mask, dim=1)
         usable = positive.bool() & (count > 0)
         big = torch.full_like(mean_s, float("inf"))
         per_resp = torch.where(usable, mean_s, big)
@@ -121,8 +122,7 @@ def thr_token_advantages(
     weights = torch.where(dominant, steer, base)
     token_adv = advantages.to(thr.dtype)[:, None] * weights * mask
     metrics = thr_metrics(thr, mask, dominant)
-    n = mask.sum().clamp(min=1)
-    metrics["thr/weight_mean"] = float((weights * mask).sum() / n)
+    metrics["thr/weight_mean"] = float(masked_mean(weights, mask))
     return token_adv, metrics
 
 

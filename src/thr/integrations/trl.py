@@ -36,7 +36,7 @@ from trl import GRPOConfig, GRPOTrainer
 from trl.models.utils import disable_gradient_checkpointing
 
 from thr.config import field_docs
-from thr.core import token_influence
+from thr.core import masked_mean, token_influence
 from thr.integrations._groups import capture_backbone_states, check_group_prompts, check_whole_groups, positive_responses
 from thr.models.loading import output_embeddings
 from thr.rl.steering import THRSettings, steer
@@ -186,7 +186,7 @@ class THRGRPOTrainer(GRPOTrainer):
         lp = log_probs.detach()
         old = inputs.get("old_per_token_logps")
         old = lp if old is None else old
-        seq_log_ratio = ((lp - old) * mask).sum(-1, keepdim=True) / mask.sum(-1, keepdim=True).clamp(min=1.0)
+        seq_log_ratio = masked_mean(lp - old, mask, dim=-1)[:, None]
         inputs["old_per_token_logps"] = lp - seq_log_ratio
 
     @torch.no_grad()

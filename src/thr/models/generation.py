@@ -178,6 +178,21 @@ def _batches(order: list[int], size: int) -> Iterator[list[int]]:
         yield order[start : start + size]
 
 
+def pad_rows(rows: Sequence[Sequence[int]], pad_id: int, width: int | None = None,
+             side: str = "left") -> tuple[torch.Tensor, torch.Tensor]:
+    """``(ids, attention_mask)``, both ``[len(rows), width]`` int64 (``width``: the longest row by
+    default): each row after (``side="left"``, prompts) or before (``"right"``, responses) its padding."""
+    width = max(len(r) for r in rows) if width is None else width
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        if r:
+            cols = slice(width - len(r), width) if side == "left" else slice(0, len(r))
+            ids[i, cols] = torch.tensor(r, dtype=torch.long)
+            attention[i, cols] = 1
+    return ids, attention
+
+
 def _generate_batch(
     model: Any,
     tokenizer: Any,
@@ -191,12 +206,8 @@ def _generate_batch(
 ) -> list[tuple[list[int], str]]:
     """Left-pad ``encoded``, call ``model.generate`` and return trimmed (response ids, reason)."""
     device = _model_device(model)
-    width = max(len(ids) for ids in encoded)
-    input_ids = torch.full((len(encoded), width), pad_id, dtype=torch.long)
-    attention = torch.zeros((len(encoded), width), dtype=torch.long)
-    for row, ids in enumerate(encoded):
-        input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
-        attention[row, width - len(ids) :] = 1
+    input_ids, attention = pad_rows(encoded, pad_id)
+    width = input_ids.shape[1]
     extra: dict[str, Any] = {}
     if stop_strings:
         extra.update(stop_strings=list(stop_strings), tokenizer=tokenizer)

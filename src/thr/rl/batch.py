@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
+from thr.models.generation import pad_rows
+
 
 @dataclass
 class RolloutBatch:
@@ -59,17 +61,12 @@ def build_batch(prompt_ids: list[list[int]], response_ids: list[list[int]], pad_
         raise ValueError(f"{len(prompt_ids)} prompts but {len(response_ids)} responses")
     if any(len(p) == 0 for p in prompt_ids):
         raise ValueError("a prompt encodes to zero tokens; the first response token needs a prompt state")
-    B = len(prompt_ids)
     P = max(len(p) for p in prompt_ids)
     T = max(1, max(len(r) for r in response_ids))
-    input_ids = torch.full((B, P + T), pad_id, dtype=torch.long)
-    attention = torch.zeros((B, P + T), dtype=torch.long)
-    for i, (p, r) in enumerate(zip(prompt_ids, response_ids)):
-        input_ids[i, P - len(p) : P] = torch.tensor(p, dtype=torch.long)
-        attention[i, P - len(p) : P] = 1
-        if r:
-            input_ids[i, P : P + len(r)] = torch.tensor(r, dtype=torch.long)
-            attention[i, P : P + len(r)] = 1
+    prompt, prompt_attn = pad_rows(prompt_ids, pad_id, P, side="left")
+    response, response_attn = pad_rows(response_ids, pad_id, T, side="right")
+    input_ids = torch.cat([prompt, response], dim=1)
+    attention = torch.cat([prompt_attn, response_attn], dim=1)
     return RolloutBatch(
         input_ids=input_ids.to(device),
         attention_mask=attention.to(device),
