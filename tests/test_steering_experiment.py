@@ -40,8 +40,9 @@ def test_paired_deltas_use_same_seed():
 
 
 def _rec(greedy: float) -> dict:
-    return {"greedy": greedy, "pass_at_k": {1: greedy, 4: greedy + 0.1}, "pass@1": greedy, "pass@4": greedy + 0.1,
-            "pass@16": None, "pass@64": None, "lik_correct": 0.01, "lik_incorrect": -0.01, "reward_last": 0.5}
+    return {"greedy": greedy, "pass_at_k": {1: greedy, 8: greedy + 0.1}, "pass@1": greedy, "pass@8": greedy + 0.1,
+            "pass@16": None, "pass@maxK": greedy + 0.1, "lik_correct": 0.01, "lik_incorrect": -0.01,
+            "reward_last": 0.5, "clip_frac": 0.01}
 
 
 def test_every_method_is_a_valid_train_config():

@@ -16,7 +16,9 @@ from methods import arch_of, baseline_of, run_dir
 # two-sided 95% Student t quantiles by degrees of freedom (df > 30: normal)
 _T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
         12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042}
-SCALARS = ["greedy", "pass@1", "pass@4", "pass@16", "pass@64", "lik_correct", "lik_incorrect", "reward_last"]
+# ``pass@maxK``: Pass@K at the largest K the run sampled (16 in the columns sweep, 64 in the arith one)
+SCALARS = ["greedy", "pass@1", "pass@8", "pass@16", "pass@maxK", "lik_correct", "lik_incorrect", "reward_last",
+           "clip_frac"]
 
 
 def t95(df: int) -> float:
@@ -50,9 +52,10 @@ def load_run(rd: Path) -> dict | None:
     for key, v in final.items():
         if key.startswith("eval/pass@"):
             rec["pass_at_k"][int(key.split("@")[1])] = v
-    for k in (1, 4, 16, 64):
+    for k in (1, 8, 16):
         rec[f"pass@{k}"] = rec["pass_at_k"].get(k)
-    lik_c, lik_i, rewards = [], [], []
+    rec["pass@maxK"] = rec["pass_at_k"][max(rec["pass_at_k"])] if rec["pass_at_k"] else None
+    lik_c, lik_i, rewards, clip = [], [], [], []
     log = rd / "metrics.jsonl"
     for line in log.read_text().splitlines() if log.is_file() else []:
         row = json.loads(line)
@@ -62,18 +65,27 @@ def load_run(rd: Path) -> dict | None:
             lik_i.append(row["likelihood/incorrect_delta"])
         if "reward/mean" in row:
             rewards.append(row["reward/mean"])
+        if "loss/clip_frac" in row:
+            clip.append(row["loss/clip_frac"])
     rec["lik_correct"] = sum(lik_c) / len(lik_c) if lik_c else None
     rec["lik_incorrect"] = sum(lik_i) / len(lik_i) if lik_i else None
     tail = rewards[-10:]
     rec["reward_last"] = sum(tail) / len(tail) if tail else None
+    # share of response tokens whose ratio the clip bound, averaged over the run's optimizer steps
+    rec["clip_frac"] = sum(clip) / len(clip) if clip else None
     rec["wall_seconds"] = summary.get("wall_seconds")
     return rec
 
 
 def collect(out: Path, methods: list[str], seeds: list[int]) -> dict[str, dict[int, dict]]:
-    names = sorted({f"base-{arch_of(m)}" for m in methods}) + list(methods)
+    """``{method: {seed: record}}`` of the finished runs. The base model is shared by every seed
+    (scored once, under seed 0), so its record stands for each seed."""
     runs: dict[str, dict[int, dict]] = {}
-    for m in names:
+    for base in sorted({f"base-{arch_of(m)}" for m in methods}):
+        rec = load_run(run_dir(out, base, 0))
+        if rec is not None:
+            runs[base] = {k: rec for k in seeds}
+    for m in methods:
         for k in seeds:
             rec = load_run(run_dir(out, m, k))
             if rec is not None:
@@ -107,17 +119,23 @@ def summarize(runs: dict[str, dict[int, dict]]) -> dict[str, dict]:
 CLAIMS = [
     ("p > 0 raises greedy accuracy (GRPO loss)", "thr+0.5", "grpo", "greedy", +1),
     ("p > 0 raises greedy accuracy (GRPO loss)", "thr+0.2", "grpo", "greedy", +1),
-    ("p < 0 raises Pass@K at large K (GRPO loss)", "thr-0.5", "grpo", "pass@64", +1),
-    ("p < 0 raises Pass@K at large K (GRPO loss)", "thr-0.5", "grpo", "pass@16", +1),
-    ("p < 0 raises Pass@K at large K (GRPO loss)", "thr-0.2", "grpo", "pass@64", +1),
+    ("p < 0 raises Pass@K at the largest K (GRPO loss)", "thr-0.5", "grpo", "pass@maxK", +1),
+    ("p < 0 raises Pass@K at the largest K (GRPO loss)", "thr-0.2", "grpo", "pass@maxK", +1),
     ("p > 0 raises greedy accuracy (GSPO-token)", "gspo/thr+0.5", "gspo/grpo", "greedy", +1),
-    ("p < 0 raises Pass@K at large K (GSPO-token)", "gspo/thr-0.5", "gspo/grpo", "pass@64", +1),
+    ("p < 0 raises Pass@K at the largest K (GSPO-token)", "gspo/thr-0.5", "gspo/grpo", "pass@maxK", +1),
     ("p > 0 raises greedy accuracy (Llama)", "llama/thr+0.5", "llama/grpo", "greedy", +1),
-    ("p < 0 raises Pass@K at large K (Llama)", "llama/thr-0.5", "llama/grpo", "pass@64", +1),
+    ("p < 0 raises Pass@K at the largest K (Llama)", "llama/thr-0.5", "llama/grpo", "pass@maxK", +1),
+    ("network THR: p > 0 raises greedy accuracy", "net+0.5", "grpo", "greedy", +1),
+    ("network THR: p < 0 raises Pass@K at the largest K", "net-0.5", "grpo", "pass@maxK", +1),
     ("dominant tokens alone roughly match GRPO", "dominant", "grpo", "greedy", 0),
-    ("dominant tokens alone roughly match GRPO", "dominant", "grpo", "pass@16", 0),
+    ("dominant tokens alone roughly match GRPO", "dominant", "grpo", "pass@maxK", 0),
     ("cross-token terms matter: THR beats its self-term (p > 0, greedy)", "thr+0.5", "self+0.5", "greedy", +1),
-    ("cross-token terms matter: THR beats its self-term (p < 0, Pass@64)", "thr-0.5", "self-0.5", "pass@64", +1),
+    ("cross-token terms matter: THR beats its self-term (p < 0, Pass@K)", "thr-0.5", "self-0.5", "pass@maxK", +1),
+    ("clip-higher raises Pass@K at the largest K", "clip-higher", "grpo", "pass@maxK", +1),
+    ("schedule -0.5 -> +0.5: greedy as good as p = +0.5", "sched-0.5:+0.5", "thr+0.5", "greedy", 0),
+    ("schedule -0.5 -> +0.5: Pass@K as good as p = -0.5", "sched-0.5:+0.5", "thr-0.5", "pass@maxK", 0),
+    ("schedule -0.5 -> +0.5 beats GRPO on greedy", "sched-0.5:+0.5", "grpo", "greedy", +1),
+    ("schedule -0.5 -> +0.5 beats GRPO on Pass@K", "sched-0.5:+0.5", "grpo", "pass@maxK", +1),
     ("p > 0 raises the correct responses' likelihood per update", "thr+0.5", "grpo", "lik_correct", +1),
     ("p < 0 lowers it relative to GRPO", "thr-0.5", "grpo", "lik_correct", -1),
 ]
@@ -175,19 +193,20 @@ def markdown(table: dict[str, dict], settings: dict) -> str:
         "Accuracies in percent on the held-out split, mean ± 95% t-interval half-width over seeds",
         "(n = number of seeds). The gain over base and the `Δ` columns are paired differences (same",
         "seed, same base model and test problems); `Δ` is against the family's plain-GRPO run",
-        "(`grpo`, `gspo/grpo`, `llama/grpo`).",
+        "(`grpo`, `gspo/grpo`, `llama/grpo`). `pass@maxK`: Pass@K at the largest K sampled. `clip frac`: share",
+        "of response tokens whose importance ratio the clip bound, mean over the run's optimizer steps.",
         "Likelihood: mean over steps of the change of the mean token log-likelihood of the batch's",
         "correct (incorrect) responses across the update, in units of 1e-3 nats.",
         "",
-        "| method | n | greedy | pass@1 | pass@4 | pass@16 | pass@64 | greedy gain over base | Δgreedy | Δpass@1 | Δpass@16 | Δpass@64 | lik correct ×1e3 | lik incorrect ×1e3 |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| method | n | greedy | pass@1 | pass@8 | pass@maxK | greedy gain over base | Δgreedy | Δpass@1 | Δpass@maxK | clip frac | lik correct ×1e3 | lik incorrect ×1e3 |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for m, row in table.items():
         a, d = row["abs"], row["vs_grpo"]
         lines.append(
-            f"| {m} | {len(row['seeds'])} | {_fmt(a['greedy'])} | {_fmt(a['pass@1'])} | {_fmt(a['pass@4'])} | "
-            f"{_fmt(a['pass@16'])} | {_fmt(a['pass@64'])} | {_fmt(row['vs_base'].get('greedy'))} | {_fmt(d.get('greedy'))} | "
-            f"{_fmt(d.get('pass@1'))} | {_fmt(d.get('pass@16'))} | {_fmt(d.get('pass@64'))} | "
+            f"| {m} | {len(row['seeds'])} | {_fmt(a['greedy'])} | {_fmt(a['pass@1'])} | {_fmt(a.get('pass@8'))} | "
+            f"{_fmt(a['pass@maxK'])} | {_fmt(row['vs_base'].get('greedy'))} | {_fmt(d.get('greedy'))} | "
+            f"{_fmt(d.get('pass@1'))} | {_fmt(d.get('pass@maxK'))} | {_fmt(a['clip_frac'])} | "
             f"{_fmt(a['lik_correct'], 1e3, 2)} | {_fmt(a['lik_incorrect'], 1e3, 2)} |"
         )
     return "\n".join(lines) + "\n"
@@ -202,9 +221,11 @@ def plot(table: dict[str, dict], out: Path) -> list[str]:
         import matplotlib.pyplot as plt
     except ImportError:  # plots are optional; the tables are not
         return []
-    families = {"GRPO loss, Qwen2-style": lambda m: "/" not in m and not m.startswith("base-llama"),
-                "GSPO-token": lambda m: m.startswith("gspo/") or m == "base-qwen2",
-                "Llama-style model": lambda m: m.startswith("llama/") or m == "base-llama"}
+    steering = {"grpo", "thr+0.5", "thr-0.5", "thr+0.2", "thr-0.2", "sched-0.5:+0.5", "base-qwen2"}
+    families = {"head THR steering and the p schedule": lambda m: m in steering,
+                "controls, network THR": lambda m: "/" not in m and (m not in steering or m == "grpo")
+                and not m.startswith("base-llama"),
+                "GSPO-token; Llama-style model": lambda m: m.startswith(("gspo/", "llama/", "base-"))}
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
     for ax, (title, keep) in zip(axes, families.items()):
         for m, row in table.items():

@@ -5,12 +5,14 @@
     python experiments/steering/run.py --aggregate-only      # redo tables and figures
 
 Each (method, seed) is one ``thr train`` run in its own process (one torch thread each, ``--jobs``
-at a time) under ``OUT/runs/<method>/seed<k>``; the base model of each (architecture, seed) is
-scored once by a zero-step run under ``OUT/runs/base-<arch>/seed<k>``. Seed ``k`` sets both the
-warm start (``embedded.seed``: model init, SFT data, task splits) and the RL seed, so every method
-of seed ``k`` starts from the same model and is scored on the same held-out problems; comparisons
-are paired within a seed. Finished runs (a ``summary.json``) are skipped, a killed run resumes from
-its last checkpoint, and runs go seed by seed so that a partial sweep still has whole seeds.
+at a time) under ``OUT/runs/<method>/seed<k>``. Every run starts from the same base model (the
+shipped warm start, ``methods.SWEEP_RECIPE``), scored once by a zero-step run under
+``OUT/runs/base-<arch>/seed0``; seed ``k`` is the RL seed (rollout sampling, data order, update),
+and every method of seed ``k`` is scored on the same held-out problems, so comparisons are paired
+within a seed. Runs go tier by tier (``methods.TIERS``), seed by seed within a tier, so that a
+partial sweep has whole seeds of the primary methods first. Finished runs (a ``summary.json``) are
+skipped, a killed run resumes from its last checkpoint, and the tables are rebuilt after every
+finished run.
 """
 
 from __future__ import annotations
@@ -28,12 +30,12 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from aggregate import aggregate  # noqa: E402
-from methods import METHODS, QUICK, SWEEP_RECIPE, arch_of, run_dir  # noqa: E402
+from methods import METHODS, QUICK, SWEEP_LR, SWEEP_RECIPE, TIERS, arch_of, run_dir  # noqa: E402
 
-FULL_SETTINGS = {"steps": 100, "eval_limit": 250, "eval_n": 64, "seeds": [0, 1, 2]}
+FULL_SETTINGS = {"steps": 16, "eval_limit": 1000, "eval_n": 16, "seeds": list(range(10))}
 QUICK_SETTINGS = {"steps": 3, "eval_limit": 8, "eval_n": 4, "seeds": [0]}
 # the quick variant shrinks the warm start and the batch so CI runs the whole pipeline in minutes
-QUICK_OVERRIDES = ["embedded.num_layers=2", "embedded.num_heads=2", "embedded.sft_steps=200",
+QUICK_OVERRIDES = ["embedded.task=arith", "data.train=arith", "data.eval=arith", "embedded.num_layers=2", "embedded.num_heads=2", "embedded.sft_steps=200",
                    "embedded.warmup_steps=10", "embedded.target_val_accuracy=0", "embedded.ops=+-",
                    "embedded.max_operands=2", "embedded.max_value=12", "embedded.n_sft_examples=150",
                    "embedded.n_test=50", "embedded.eval_problems=0", "embedded.eval_pass_problems=0",
@@ -45,10 +47,10 @@ def train_args(method: str, seed: int, out: Path, s: dict, extra: list[str]) -> 
     base = method.startswith("base-")
     overrides = [f"embedded.arch={method[5:]}"] if base else METHODS[method]
     return [
-        f"output_dir={run_dir(out, method, seed)}", f"seed={seed}", f"embedded.seed={seed}",
-        f"steps={0 if base else s['steps']}", "eval.every=0", "eval.before=false", f"eval.n={s['eval_n']}", f"eval.limit={s['eval_limit']}",
+        f"output_dir={run_dir(out, method, seed)}", f"seed={seed}", f"steps={0 if base else s['steps']}",
+        "eval.every=0", "eval.before=false", f"eval.n={s['eval_n']}", f"eval.limit={s['eval_limit']}",
         "log.likelihood_dynamics=true", "log.groups_every=0", "log.progress=false", "resume=true",
-        *SWEEP_RECIPE, *extra, *overrides,
+        *SWEEP_RECIPE, SWEEP_LR, *extra, *overrides,
     ]
 
 
@@ -67,10 +69,13 @@ def run_one(method: str, seed: int, out: Path, s: dict, extra: list[str]) -> dic
 
 
 def schedule(methods: list[str], seeds: list[int]) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
-    """Base-model runs first (they build the warm starts), then every method, seed by seed."""
+    """Base-model runs first (one per architecture: they build the warm starts), then the methods
+    tier by tier (``methods.TIERS``; methods in no tier last), seed by seed within a tier."""
     archs = sorted({arch_of(m) for m in methods})
-    bases = [(f"base-{a}", k) for k in seeds for a in archs]
-    runs = [(m, k) for k in seeds for m in methods]
+    bases = [(f"base-{a}", 0) for a in archs]
+    tiers = [[m for m in tier if m in methods] for tier in TIERS]
+    tiers.append([m for m in methods if not any(m in tier for tier in TIERS)])
+    runs = [(m, k) for tier in tiers for k in seeds for m in tier]
     return bases, runs
 
 
@@ -82,6 +87,8 @@ def run_all(out: Path, s: dict, methods: list[str], jobs: int, extra: list[str])
             for r in pool.map(lambda mk: run_one(mk[0], mk[1], out, s, extra), phase):
                 print(json.dumps(r), flush=True)
                 results.append(r)
+                if r["status"] == "ok" and phase is runs:
+                    aggregate(out, methods, s["seeds"])  # the tables follow the sweep as it goes
     return results
 
 
@@ -90,10 +97,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--out", default=str(HERE / "results"), help="experiment folder (runs/, results.md, figures)")
     ap.add_argument("--quick", action="store_true", help="tiny pipeline check (CI): few methods, 3 steps, small model")
     ap.add_argument("--methods", default="", help=f"comma-separated subset of: {', '.join(METHODS)}")
-    ap.add_argument("--seeds", default="", help="comma-separated seeds (default 0,1,2; quick: 0)")
-    ap.add_argument("--steps", type=int, default=None, help="RL steps per run (default 100)")
-    ap.add_argument("--eval-limit", type=int, default=None, help="held-out problems scored (default 250)")
-    ap.add_argument("--eval-n", type=int, default=None, help="samples per problem for Pass@K (default 64)")
+    ap.add_argument("--seeds", default="", help="comma-separated RL seeds (default 0-9; quick: 0)")
+    ap.add_argument("--steps", type=int, default=None, help="RL steps per run (default 16)")
+    ap.add_argument("--eval-limit", type=int, default=None, help="held-out problems scored (default 1000)")
+    ap.add_argument("--eval-n", type=int, default=None, help="samples per problem for Pass@K (default 16)")
     ap.add_argument("--jobs", type=int, default=2, help="runs at a time (one torch thread each)")
     ap.add_argument("--aggregate-only", action="store_true", help="only rebuild tables and figures")
     ap.add_argument("overrides", nargs="*", help="extra thr train overrides for every run (key=value)")
