@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from thr.verifier.extract import last_boxed
+from thr.verifier.boxes import last_boxed
 from thr.verifier.normalize import unit_of
 from thr.verifier import extract_answer, normalize_answer, verify, verify_batch, warmup
 

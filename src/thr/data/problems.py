@@ -60,7 +60,7 @@ class Problem:
 def last_boxed(text: str) -> str | None:
     """Content of the last ``\\boxed{...}`` / ``\\fbox{...}`` in ``text`` (brace-matched), or None.
 
-    The same rule as the verifier's (:func:`thr.verifier.extract.last_boxed`): escaped braces are
+    The same rule as the verifier's (:func:`thr.verifier.last_boxed`): escaped braces are
     literal characters, ``\\boxed 9`` (no braces) gives the following token, and a truncated or
     empty last box gives None. Used for gold answers written inside worked solutions.
     """
