@@ -230,8 +230,8 @@ def test_trainer_uses_network_influence(tiny_policy_dir, tmp_path, monkeypatch):
     metrics = [trainer.train_step(step) for step in range(2)]
     assert calls and all(len(p) == len(before) for p in calls)  # the whole network: every trainable parameter
     for old in seen:
-        assert torch.isfinite(old["influence"]).all()
-    assert all(old["influence"].abs().sum() > 0 for old in seen)
+        assert torch.isfinite(old.influence).all()
+    assert all(old.influence.abs().sum() > 0 for old in seen)
     assert all(torch.isfinite(torch.tensor(m["loss/policy"])) for m in metrics)
     changed = [k for k, v in trainer.model.named_parameters() if not torch.equal(v.detach(), before[k])]
     assert len(changed) == len(before)
@@ -245,14 +245,14 @@ def test_trainer_head_only_network_equals_full(tiny_policy_dir, tmp_path):
 
     trainer = Trainer(trainer_cfg(tiny_policy_dir, tmp_path, "thr.network_params=re:^lm_head", "thr.network_rows=3"))
     torch.manual_seed(0)
-    _, samples, _ = trainer.rollout(0)
+    samples = trainer.rollout(0).samples
     batch = build_batch([s.prompt_ids for s in samples], [s.response_ids for s in samples],
                         trainer.tokenizer.pad_token_id, trainer.device)
     positive = torch.arange(len(samples)) % 3 == 0  # mixed groups whatever the policy
-    network = trainer.old_policy_pass(batch, positive)["influence"]
+    network = trainer.old_policy_pass(batch, positive).influence
     full_cfg = trainer_cfg(tiny_policy_dir, tmp_path, "thr.influence=full").thr
     trainer.thr_pass = OldPassTHR(full_cfg, 8, trainer.cfg.rollout.temperature)
-    full = trainer.old_policy_pass(batch, positive)["influence"]
+    full = trainer.old_policy_pass(batch, positive).influence
     assert full.abs().sum() > 0 and rel_err(network, full) < 1e-4
 
 

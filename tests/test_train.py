@@ -54,7 +54,8 @@ def plain_grpo_gradient(trainer: Trainer, step: int) -> dict[str, torch.Tensor]:
     cfg = trainer.cfg
     model = copy.deepcopy(trainer.model)
     torch.manual_seed(cfg.seed * 104729 + step)
-    _, samples, scores = trainer.rollout(step)
+    rollout = trainer.rollout(step)
+    samples, scores = rollout.samples, rollout.scores
     r = torch.tensor([s.reward for s in scores])
     G = cfg.rollout.group_size
     grouped = r.view(-1, G)
@@ -189,21 +190,23 @@ def test_p_schedule_moves_p_linearly_from_p_to_p_end(tiny_policy_dir, tmp_path, 
                    "thr.p_end=0.5", "log.groups_every=0")
     trainer = Trainer(cfg)
     calls, updates = [], []
-    real = train_mod.steered_advantages
+    import thr.rl.steering as steering_mod
+
+    real = steering_mod.steered_advantages
 
     def steered_spy(*args, **kwargs):
         out = real(*args, **kwargs)
         calls.append((kwargs["p"], out[0]))
         return out
 
-    orig_update = trainer.update
+    orig_update = train_mod.update_policy
 
-    def update_spy(batch, token_adv, old, step):
+    def update_spy(model, optimizer, scheduler, batch, token_adv, old, **kwargs):
         updates.append(token_adv.clone())
-        return orig_update(batch, token_adv, old, step)
+        return orig_update(model, optimizer, scheduler, batch, token_adv, old, **kwargs)
 
-    monkeypatch.setattr(train_mod, "steered_advantages", steered_spy)
-    trainer.update = update_spy
+    monkeypatch.setattr(steering_mod, "steered_advantages", steered_spy)
+    monkeypatch.setattr(train_mod, "update_policy", update_spy)
     logged = [trainer.train_step(s)["thr/p"] for s in range(3)]
     assert logged == [-0.5, 0.0, 0.5] == [p for p, _ in calls]
     for (_, token_adv), trained in zip(calls, updates):

@@ -34,7 +34,8 @@ def setup(tiny_policy_dir, tmp_path_factory):
     """A tiny float32 Trainer, one real rollout batch (4 micro-batches of one group) and its exact influence."""
     trainer = Trainer(make_cfg(tiny_policy_dir, tmp_path_factory.mktemp("run")))
     torch.manual_seed(0)
-    _, samples, scores = trainer.rollout(0)
+    rollout = trainer.rollout(0)
+    samples, scores = rollout.samples, rollout.scores
     batch = build_batch([s.prompt_ids for s in samples], [s.response_ids for s in samples],
                         trainer.tokenizer.pad_token_id, trainer.device)
     positive = torch.tensor([s.correct for s in scores])
@@ -49,7 +50,7 @@ def influence(trainer, batch, positive, **thr) -> torch.Tensor:
     for k, v in thr.items():
         setattr(cfg, k, v)
     trainer.thr_pass = OldPassTHR(cfg, trainer.cfg.rollout.group_size, trainer.cfg.rollout.temperature)
-    return trainer.old_policy_pass(batch, positive)["influence"]
+    return trainer.old_policy_pass(batch, positive).influence
 
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:

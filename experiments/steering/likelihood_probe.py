@@ -128,7 +128,8 @@ def run_seed(seed: int, batches: int, lr: float, extra: list[str], network: bool
     head = output_embeddings(tr.model).weight  # the trainable parameter (lm_head_weight detaches)
     for b in range(batches):
         torch.manual_seed(seed * 7919 + b)
-        _, samples, scores = tr.rollout(b)
+        rollout = tr.rollout(b)
+        samples, scores = rollout.samples, rollout.scores
         rewards = torch.tensor([s.reward for s in scores])
         correct = torch.tensor([s.correct for s in scores])
         adv, _ = group_advantages(rewards, group_size=G)
@@ -136,7 +137,7 @@ def run_seed(seed: int, batches: int, lr: float, extra: list[str], network: bool
                             tr.tokenizer.pad_token_id, tr.device)
         old = tr.old_policy_pass(batch, correct)
         tr.model.eval()
-        influence = old["influence"]
+        influence = old.influence
         thr = adv[:, None] * influence
         tau = influence_threshold(influence, batch.response_mask, correct, group_size=G)
         dominant = influence.abs() > tau[:, None]

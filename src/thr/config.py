@@ -34,7 +34,7 @@ import re
 import types
 import typing
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 T = TypeVar("T")
 
@@ -42,8 +42,52 @@ _TRUE = {"1", "true", "yes", "on", "y", "t"}
 _FALSE = {"0", "false", "no", "off", "n", "f"}
 
 
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """Bounds of a numeric field, written into its type (``Annotated[int, Range(ge=1)]``) and
+    checked by the loader like a ``Literal``'s choices: ``ge``/``gt`` below, ``le``/``lt`` above."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+
+    def __str__(self) -> str:
+        bounds = ((">=", self.ge), (">", self.gt), ("<=", self.le), ("<", self.lt))
+        return ",".join(f"{op}{b:g}" for op, b in bounds if b is not None)
+
+    def check(self, value: Any, where: str) -> None:
+        """Raise ``ValueError`` naming ``where`` when ``value`` is out of bounds."""
+        if not isinstance(value, (int, float)):
+            return
+        if self.gt is not None and self.lt is not None and not self.gt < value < self.lt:
+            raise ValueError(f"{where} must be in ({self.gt:g}, {self.lt:g}), got {value}")
+        if self.gt is not None and self.le is not None and not self.gt < value <= self.le:
+            raise ValueError(f"{where} must be in ({self.gt:g}, {self.le:g}], got {value}")
+        for bound, ok, word in ((self.ge, lambda b: value >= b, ">="), (self.gt, lambda b: value > b, ">"),
+                                (self.le, lambda b: value <= b, "<="), (self.lt, lambda b: value < b, "<")):
+            if bound is not None and not ok(bound):
+                raise ValueError(f"{where} must be {word} {bound:g}, got {value}")
+
+
+# Numeric field types with their bounds (the loader checks them; ``--help`` shows them).
+PositiveInt = Annotated[int, Range(ge=1)]
+Count = Annotated[int, Range(ge=0)]
+PositiveFloat = Annotated[float, Range(gt=0)]
+NonNegative = Annotated[float, Range(ge=0)]
+Fraction = Annotated[float, Range(gt=0, le=1)]
+Strength = Annotated[float, Range(gt=-1, lt=1)]
+
+
+def _split_annotated(tp: Any) -> tuple[Any, list[Range]]:
+    if typing.get_origin(tp) is Annotated:
+        base, *meta = typing.get_args(tp)
+        return base, [m for m in meta if isinstance(m, Range)]
+    return tp, []
+
+
 def _field_types(cls: type) -> dict[str, Any]:
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
@@ -57,7 +101,14 @@ def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
 
 
 def convert_value(value: Any, tp: Any, where: str) -> Any:
-    """Convert ``value`` (often a string from the command line) to the annotated type ``tp``."""
+    """Convert ``value`` (often a string from the command line) to the annotated type ``tp``
+    (``Literal`` choices and ``Annotated`` :class:`Range` bounds are checked)."""
+    tp, ranges = _split_annotated(tp)
+    if ranges:
+        out = convert_value(value, tp, where)
+        for r in ranges:
+            r.check(out, where)
+        return out
     tp, optional = _unwrap_optional(tp)
     if value is None or (optional and isinstance(value, str) and value.lower() in {"none", "null", ""}):
         if optional or value is None:
@@ -88,7 +139,7 @@ def convert_value(value: Any, tp: Any, where: str) -> Any:
         if origin is typing.Literal:
             allowed = typing.get_args(tp)
             if value not in allowed:
-                raise ValueError(f"{where}: {value!r} is not one of {list(allowed)}")
+                raise ValueError(f"{where}={value!r} is not valid; choose one of {list(allowed)}")
             return value
         if origin in (list, tuple):
             (inner,) = typing.get_args(tp)[:1] or (str,)
@@ -262,6 +313,7 @@ def _own_field_docs(cls: type, names: set[str]) -> dict[str, str]:
 
 
 def _type_name(tp: Any) -> str:
+    tp, _ = _split_annotated(tp)
     tp, optional = _unwrap_optional(tp)
     if typing.get_origin(tp) is typing.Literal:
         name = "|".join(str(a) for a in typing.get_args(tp))
@@ -269,7 +321,7 @@ def _type_name(tp: Any) -> str:
         name = f"list[{_type_name((typing.get_args(tp) or (str,))[0])}]"
     else:
         name = getattr(tp, "__name__", str(tp))
-    return f"{name} or none" if optional else name
+    return f"{name}|none" if optional else name
 
 
 def _first_sentence(doc: str) -> str:
@@ -295,8 +347,9 @@ def options_help(cfg: Any, prefix: str = "") -> list[str]:
             sections.append((f.name, value))
             continue
         default = "''" if value == "" else str(value).lower() if isinstance(value, bool) else str(value)
+        bounds = "".join(f" [{r}]" for r in _split_annotated(types_[f.name])[1])
         lines.append(f"  --{prefix}{f.name:<{max(1, 28 - len(prefix))}} {_type_name(types_[f.name]):<8} "
-                     f"default {default:<10} {_first_sentence(docs.get(f.name) or '(undocumented)')}")
+                     f"default {default:<10} {_first_sentence(docs.get(f.name) or '(undocumented)')}{bounds}")
     for name, section in sections:
         summary = inspect.cleandoc(type(section).__doc__ or "").split("\n", 1)[0]
         lines += ["", f"{prefix}{name}.*: {summary}", *options_help(section, f"{prefix}{name}.")]
@@ -317,15 +370,19 @@ def usage(cfg: Any, command: str, summary: str, where: str) -> str:
 
 
 def check_choices(cfg: Any, prefix: str = "") -> None:
-    """Raise ``ValueError`` for a ``Literal`` field of ``cfg`` (nested sections included) whose
-    value is not one of its choices (the loader checks this already; this covers code-built configs)."""
+    """Raise ``ValueError`` for a field of ``cfg`` (nested sections included) whose value is not one
+    of its ``Literal`` choices or outside its :class:`Range` (the loader checks both already; this
+    covers configs built in code)."""
     types_ = _field_types(type(cfg))
     for f in dataclasses.fields(cfg):
         value = getattr(cfg, f.name)
         if dataclasses.is_dataclass(value):
             check_choices(value, f"{prefix}{f.name}.")
             continue
-        tp, optional = _unwrap_optional(types_[f.name])
+        tp, ranges = _split_annotated(types_[f.name])
+        for r in ranges:
+            r.check(value, f"{prefix}{f.name}")
+        tp, optional = _unwrap_optional(tp)
         if typing.get_origin(tp) is typing.Literal and not (optional and value is None):
             allowed = typing.get_args(tp)
             if value not in allowed:

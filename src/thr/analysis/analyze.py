@@ -21,12 +21,12 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import torch
 
 from thr.analysis.page import clean_json
-from thr.config import check_choices, load_config, to_dict, usage
+from thr.config import Count, Fraction, PositiveFloat, PositiveInt, Range, check_choices, load_config, to_dict, usage
 from thr.data.prompts import TEMPLATE_NAMES
 from thr.models.embedded_config import EmbeddedConfig
 from thr.rl.steering import InfluenceMethod
@@ -70,19 +70,19 @@ class AnalyzeConfig:
     split: str = ""
     problem_field: str = ""
     answer_field: str = ""
-    num_prompts: int = 32
-    group_size: int = 8
-    temperature: float = 1.0
-    top_p: float = 1.0
-    max_new_tokens: int = 160
+    num_prompts: PositiveInt = 32
+    group_size: Annotated[int, Range(ge=2)] = 8
+    temperature: PositiveFloat = 1.0
+    top_p: Fraction = 1.0
+    max_new_tokens: PositiveInt = 160
     prompt_template: Literal[TEMPLATE_NAMES] = "auto"  # type: ignore[valid-type]
     beta: float = 1.0
-    overlap_q: float = 0.2
-    min_tokens: int = 5
-    heatmap_groups: int = 4
-    batch_size: int = 128
-    micro_batch_size: int = 64
-    chunk_size: int = 1024
+    overlap_q: Fraction = 0.2
+    min_tokens: PositiveInt = 5
+    heatmap_groups: Count = 4
+    batch_size: PositiveInt = 128
+    micro_batch_size: PositiveInt = 64
+    chunk_size: PositiveInt = 1024
     method: InfluenceMethod = "auto"
     output_dir: str = "runs/analyze"
     seed: int = 0
@@ -93,16 +93,7 @@ class AnalyzeConfig:
     embedded: EmbeddedConfig = field(default_factory=EmbeddedConfig)
 
     def validate(self) -> AnalyzeConfig:
-        if self.num_prompts < 1 or self.group_size < 2:
-            raise ValueError("need num_prompts >= 1 and group_size >= 2 (advantages compare responses of a group)")
-        if self.temperature <= 0 or not 0 < self.top_p <= 1:
-            raise ValueError("need temperature > 0 (THR divides logits by it) and 0 < top_p <= 1")
-        if not 0 < self.overlap_q <= 1:
-            raise ValueError(f"overlap_q must be in (0, 1], got {self.overlap_q}")
-        for name in ("max_new_tokens", "batch_size", "micro_batch_size", "chunk_size", "min_tokens"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        check_choices(self)
+        check_choices(self)  # Literal choices and Range bounds, from the types
         if self.model == "embedded":
             self.embedded.validate()
         return self

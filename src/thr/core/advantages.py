@@ -35,13 +35,8 @@ def resolve_group_ids(
 
 
 def group_advantages(
-    rewards: torch.Tensor,
-    *,
-    group_size: int | None = None,
-    group_ids: torch.Tensor | None = None,
-    mode: Literal["grpo", "drgrpo"] = "grpo",
-    unbiased_std: bool = True,
-    eps: float = 1e-6,
+    rewards: torch.Tensor, *, group_size: int | None = None, group_ids: torch.Tensor | None = None,
+    mode: Literal["grpo", "drgrpo"] = "grpo", unbiased_std: bool = True, eps: float = 1e-6,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Advantages ``[B]`` from rewards ``[B]``.
 

@@ -138,24 +138,12 @@ def _approx_group(hidden_states, W, response_ids, mask, pos, rows, extra, opts):
 
 @torch.no_grad()
 def approx_influence(
-    hidden_states: torch.Tensor,
-    lm_head_weight: torch.Tensor,
-    response_ids: torch.Tensor,
-    response_mask: torch.Tensor,
-    positive: torch.Tensor,
-    *,
-    group_size: int | None = None,
-    group_ids: torch.Tensor | None = None,
-    temperature: float = 1.0,
-    top_k: int = 0,
-    logits: torch.Tensor | None = None,
-    token_log_probs: torch.Tensor | None = None,
-    vocab: torch.Tensor | None = None,
-    chunk_size: int = DEFAULT_CHUNK,
-    method: Method = "auto",
-    max_pair_elements: int | None = None,
-    max_kept_elements: int | None = None,
-    return_vocab_sizes: bool = False,
+    hidden_states: torch.Tensor, lm_head_weight: torch.Tensor, response_ids: torch.Tensor,
+    response_mask: torch.Tensor, positive: torch.Tensor, *, group_size: int | None = None,
+    group_ids: torch.Tensor | None = None, temperature: float = 1.0, top_k: int = 0,
+    logits: torch.Tensor | None = None, token_log_probs: torch.Tensor | None = None,
+    vocab: torch.Tensor | None = None, chunk_size: int = DEFAULT_CHUNK, method: Method = "auto",
+    max_pair_elements: int | None = None, max_kept_elements: int | None = None, return_vocab_sizes: bool = False,
 ):
     """Approximate influence ``[B, T]`` of many groups (each on its own restricted vocabulary ``S``).
 

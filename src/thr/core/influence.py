@@ -331,24 +331,12 @@ Algorithm = Literal["exact", "approx"]
 
 @torch.no_grad()
 def token_influence(
-    hidden_states: torch.Tensor,
-    lm_head_weight: torch.Tensor,
-    response_ids: torch.Tensor,
-    response_mask: torch.Tensor,
-    positive: torch.Tensor,
-    *,
-    group_size: int | None = None,
-    group_ids: torch.Tensor | None = None,
-    algorithm: Algorithm = "exact",
-    temperature: float = 1.0,
-    chunk_size: int = DEFAULT_CHUNK,
-    method: Method = "auto",
-    max_pair_elements: int | None = None,
-    max_kept_elements: int | None = None,
-    logits: torch.Tensor | None = None,
-    top_k: int = 0,
-    token_log_probs: torch.Tensor | None = None,
-    vocab: torch.Tensor | None = None,
+    hidden_states: torch.Tensor, lm_head_weight: torch.Tensor, response_ids: torch.Tensor,
+    response_mask: torch.Tensor, positive: torch.Tensor, *, group_size: int | None = None,
+    group_ids: torch.Tensor | None = None, algorithm: Algorithm = "exact", temperature: float = 1.0,
+    chunk_size: int = DEFAULT_CHUNK, method: Method = "auto", max_pair_elements: int | None = None,
+    max_kept_elements: int | None = None, logits: torch.Tensor | None = None, top_k: int = 0,
+    token_log_probs: torch.Tensor | None = None, vocab: torch.Tensor | None = None,
     return_vocab_sizes: bool = False,
 ):
     """Influence ``s`` of every token on its group's positive responses.
@@ -438,13 +426,8 @@ def _signed(advantages: torch.Tensor, influence: torch.Tensor, name: str = "adva
 
 
 def token_hidden_reward(
-    hidden_states: torch.Tensor,
-    lm_head_weight: torch.Tensor,
-    response_ids: torch.Tensor,
-    response_mask: torch.Tensor,
-    advantages: torch.Tensor,
-    positive: torch.Tensor,
-    **options,
+    hidden_states: torch.Tensor, lm_head_weight: torch.Tensor, response_ids: torch.Tensor,
+    response_mask: torch.Tensor, advantages: torch.Tensor, positive: torch.Tensor, **options,
 ) -> torch.Tensor:
     """THR ``[B, T]``: ``advantages[j] * s[j, k]`` (``advantages`` is ``[B]``).
 
@@ -458,13 +441,8 @@ def token_hidden_reward(
 
 @torch.no_grad()
 def token_self_influence(
-    hidden_states: torch.Tensor,
-    lm_head_weight: torch.Tensor,
-    response_ids: torch.Tensor,
-    response_mask: torch.Tensor,
-    *,
-    temperature: float = 1.0,
-    chunk_size: int = DEFAULT_CHUNK,
+    hidden_states: torch.Tensor, lm_head_weight: torch.Tensor, response_ids: torch.Tensor,
+    response_mask: torch.Tensor, *, temperature: float = 1.0, chunk_size: int = DEFAULT_CHUNK,
 ) -> torch.Tensor:
     """Self-term ``||g||^2 ||h||^2 / tau^2`` of every token alone, ``[B, T]`` (no cross-token sum).
 

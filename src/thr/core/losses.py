@@ -54,13 +54,8 @@ Aggregation = Literal[tuple(AGGREGATIONS)]  # type: ignore[valid-type]
 
 
 def aggregate(
-    loss_mat: torch.Tensor,
-    response_mask: torch.Tensor,
-    mode: Aggregation = "token-mean",
-    *,
-    num_tokens: float | None = None,
-    num_seqs: float | None = None,
-    norm_length: float | None = None,
+    loss_mat: torch.Tensor, response_mask: torch.Tensor, mode: Aggregation = "token-mean", *,
+    num_tokens: float | None = None, num_seqs: float | None = None, norm_length: float | None = None,
 ) -> torch.Tensor:
     """Reduce a ``[B, T]`` per-token loss to a scalar with the named aggregation (:data:`AGGREGATIONS`)."""
     if mode not in AGGREGATIONS:
@@ -113,22 +108,11 @@ def _check_loss_args(log_probs, old_log_probs, advantages, response_mask, loss_t
 
 
 def policy_loss(
-    log_probs: torch.Tensor,
-    old_log_probs: torch.Tensor,
-    advantages: torch.Tensor,
-    response_mask: torch.Tensor,
-    *,
-    loss_type: LossType = "grpo",
-    clip_eps_low: float = 0.2,
-    clip_eps_high: float = 0.2,
-    aggregation: Aggregation = "token-mean",
-    ref_log_probs: torch.Tensor | None = None,
-    kl_coef: float = 0.0,
-    entropy: torch.Tensor | None = None,
-    entropy_coef: float = 0.0,
-    num_tokens: float | None = None,
-    num_seqs: float | None = None,
-    norm_length: float | None = None,
+    log_probs: torch.Tensor, old_log_probs: torch.Tensor, advantages: torch.Tensor, response_mask: torch.Tensor, *,
+    loss_type: LossType = "grpo", clip_eps_low: float = 0.2, clip_eps_high: float = 0.2,
+    aggregation: Aggregation = "token-mean", ref_log_probs: torch.Tensor | None = None, kl_coef: float = 0.0,
+    entropy: torch.Tensor | None = None, entropy_coef: float = 0.0, num_tokens: float | None = None,
+    num_seqs: float | None = None, norm_length: float | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Clipped policy-gradient loss (to minimise) and its metrics.
 

@@ -163,18 +163,10 @@ def _directional_double_backward(f: _TokenLogProbs, params, v, rows) -> torch.Te
 
 
 def network_token_influence(
-    model: torch.nn.Module,
-    input_ids: torch.Tensor,
-    attention_mask: torch.Tensor,
-    response_mask: torch.Tensor,
-    positive: torch.Tensor,
-    *,
-    group_size: int,
-    temperature: float = 1.0,
-    parameters: Iterable[torch.Tensor] | None = None,
-    position_ids: torch.Tensor | None = None,
-    rows_per_pass: int | None = None,
-    method: NetworkMethod = "auto",
+    model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_mask: torch.Tensor,
+    positive: torch.Tensor, *, group_size: int, temperature: float = 1.0,
+    parameters: Iterable[torch.Tensor] | None = None, position_ids: torch.Tensor | None = None,
+    rows_per_pass: int | None = None, method: NetworkMethod = "auto",
 ) -> torch.Tensor:
     """Influence ``s [B, L]`` of every response token on its group's correct responses, over ``parameters``.
 

@@ -27,15 +27,8 @@ WeightMode = Literal["reweight", "dominant"]
 
 
 def influence_threshold(
-    influence: torch.Tensor,
-    response_mask: torch.Tensor,
-    positive: torch.Tensor,
-    *,
-    group_size: int | None = None,
-    group_ids: torch.Tensor | None = None,
-    mode: ThresholdMode = "nthr",
-    beta: float = 1.0,
-    quantile: float = 0.2,
+    influence: torch.Tensor, response_mask: torch.Tensor, positive: torch.Tensor, *, group_size: int | None = None,
+    group_ids: torch.Tensor | None = None, mode: ThresholdMode = "nthr", beta: float = 1.0, quantile: float = 0.2,
     value: float = 0.0,
 ) -> torch.Tensor:
     """Per-group threshold ``tau`` on ``|s|``, returned per response: ``[B]``.
@@ -78,14 +71,8 @@ def influence_threshold(
 
 
 def thr_token_advantages(
-    advantages: torch.Tensor,
-    thr: torch.Tensor,
-    influence: torch.Tensor,
-    response_mask: torch.Tensor,
-    tau: torch.Tensor,
-    *,
-    mode: WeightMode = "reweight",
-    p: float = 0.0,
+    advantages: torch.Tensor, thr: torch.Tensor, influence: torch.Tensor, response_mask: torch.Tensor,
+    tau: torch.Tensor, *, mode: WeightMode = "reweight", p: float = 0.0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Token advantages ``[B, T]`` from sequence advantages ``[B]`` and THR ``[B, T]``.
 
@@ -182,19 +169,9 @@ SteerMode = Literal[tuple(TOKEN_ADVANTAGE_MODES)]  # type: ignore[valid-type]
 
 
 def steered_advantages(
-    advantages: torch.Tensor,
-    influence: torch.Tensor,
-    response_mask: torch.Tensor,
-    positive: torch.Tensor,
-    *,
-    group_size: int | None = None,
-    group_ids: torch.Tensor | None = None,
-    mode: SteerMode = "reweight",
-    p: float = 0.0,
-    threshold: ThresholdMode = "nthr",
-    beta: float = 1.0,
-    quantile: float = 0.2,
-    value: float = 0.0,
+    advantages: torch.Tensor, influence: torch.Tensor, response_mask: torch.Tensor, positive: torch.Tensor, *,
+    group_size: int | None = None, group_ids: torch.Tensor | None = None, mode: SteerMode = "reweight",
+    p: float = 0.0, threshold: ThresholdMode = "nthr", beta: float = 1.0, quantile: float = 0.2, value: float = 0.0,
     entropy: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """From influence ``[B, T]`` to token advantages ``[B, T]``: THR, threshold, then the mode.

@@ -165,22 +165,10 @@ def compute_metrics(
 
 
 def evaluate_problems(
-    model: Any,
-    tokenizer: Any,
-    problems: list[Problem],
-    *,
-    n: int = 4,
-    temperature: float = 1.0,
-    top_p: float = 1.0,
-    max_new_tokens: int = 256,
-    batch_size: int = 32,
-    prompt_template: str = "auto",
-    seed: int = 0,
-    greedy: bool = True,
-    records_path: str | Path | None = None,
-    score_truncated: bool = False,
-    progress: bool = False,
-    run_tag: str = "",
+    model: Any, tokenizer: Any, problems: list[Problem], *, n: int = 4, temperature: float = 1.0,
+    top_p: float = 1.0, max_new_tokens: int = 256, batch_size: int = 32, prompt_template: str = "auto",
+    seed: int = 0, greedy: bool = True, records_path: str | Path | None = None, score_truncated: bool = False,
+    progress: bool = False, run_tag: str = "",
 ) -> dict[str, Any]:
     """Greedy accuracy (``greedy=True``) and Pass@K over ``n`` samples at ``temperature``.
 
@@ -221,23 +209,10 @@ def evaluate_problems(
 
 
 def _run_mode(
-    gen: Generator,
-    problems: list[Problem],
-    prompts: list[str],
-    *,
-    mode: str,
-    count: int,
-    temperature: float,
-    top_p: float,
-    max_new_tokens: int,
-    batch_size: int,
-    seed: int,
-    tag: str,
-    existing: dict[RecordKey, dict[str, Any]],
-    records: dict[RecordKey, dict[str, Any]],
-    writer: Any,
-    score_truncated: bool,
-    progress: bool,
+    gen: Generator, problems: list[Problem], prompts: list[str], *, mode: str, count: int, temperature: float,
+    top_p: float, max_new_tokens: int, batch_size: int, seed: int, tag: str,
+    existing: dict[RecordKey, dict[str, Any]], records: dict[RecordKey, dict[str, Any]], writer: Any,
+    score_truncated: bool, progress: bool,
 ) -> None:
     """Generate/verify one mode (greedy or sample) chunk by chunk, reusing finished chunks."""
     per_chunk = max(1, (gen.chunk_sequences or batch_size) // count)

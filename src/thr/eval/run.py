@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from thr.config import check_choices, load_config, to_dict, usage
+from thr.config import Count, Fraction, PositiveInt, check_choices, load_config, to_dict, usage
 from thr.data.problems import BENCHMARKS, Problem, load_problems
 from thr.data.prompts import PROMPT_INFO_FILE, TEMPLATE_NAMES, resolve_template
 from thr.eval.evaluate import RecordKey, compute_metrics, evaluate_problems, load_model, read_records, score_response
@@ -59,12 +59,12 @@ class EvalConfig:
     split: str | None = None
     problem_field: str | None = None
     answer_field: str | None = None
-    n: int = 16
+    n: Count = 16
     temperature: float = 1.0
-    top_p: float = 1.0
+    top_p: Fraction = 1.0
     greedy: bool = True
-    max_new_tokens: int = 2048
-    batch_size: int = 32
+    max_new_tokens: PositiveInt = 2048
+    batch_size: PositiveInt = 32
     prompt_template: Literal[TEMPLATE_NAMES] = "auto"  # type: ignore[valid-type]
     limit: int | None = None
     output_dir: str = "runs/eval"
@@ -72,7 +72,7 @@ class EvalConfig:
     device: str = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     backend: Literal["hf", "vllm"] = "hf"
-    gpu_memory_utilization: float = 0.85
+    gpu_memory_utilization: Fraction = 0.85
     score_truncated: bool = False
     resume: bool = True
     rescore: bool = False
@@ -98,10 +98,6 @@ class EvalConfig:
             raise ValueError("n must be >= 1, or n=0 with greedy=true")
         if self.n > 0 and self.temperature <= 0:
             raise ValueError("temperature must be > 0 for sampling; greedy accuracy is reported by greedy=true")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.max_new_tokens < 1 or self.batch_size < 1:
-            raise ValueError("max_new_tokens and batch_size must be >= 1")
         if self.limit is not None and self.limit < 1:
             raise ValueError("limit must be >= 1 (or unset for all problems)")
         check_choices(self)

@@ -47,7 +47,7 @@ __all__ = ["THRConfig", "THRGRPOTrainer"]
 def _thr_fields() -> list[tuple[str, Any, Any]]:
     """``thr_<name>`` for every field of :class:`thr.rl.steering.THRSettings`: its type, default and
     doc (as the ``help`` that ``HfArgumentParser`` shows), plus the TRL-only ``thr_log_metrics``."""
-    docs, types_ = field_docs(THRSettings), typing.get_type_hints(THRSettings)
+    docs, types_ = field_docs(THRSettings), typing.get_type_hints(THRSettings)  # bounds: checked in __post_init__
     out = [(f"thr_{f.name}", types_[f.name], dataclasses.field(default=f.default, metadata={"help": docs[f.name]}))
            for f in dataclasses.fields(THRSettings)]
     log_help = ("With thr_mode='off': still compute THR for its metrics (one extra no-grad forward). "

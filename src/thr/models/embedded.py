@@ -28,6 +28,7 @@ import shutil
 import sys
 import tempfile
 import time
+import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -67,7 +68,7 @@ def recipe_fields(cfg: EmbeddedConfig) -> dict[str, Any]:
             drop |= names
     if cfg.target_val_accuracy == 0:
         drop |= {"val_problems", "check_after", "check_every"}
-    floats = {f.name for f in dataclasses.fields(cfg) if f.type in ("float", float)}
+    floats = {name for name, tp in typing.get_type_hints(type(cfg)).items() if tp is float}
     return {k: float(v) if k in floats else v for k, v in dataclasses.asdict(cfg).items() if k not in drop}
 
 

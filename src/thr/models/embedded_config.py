@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+from thr.config import Range
 from thr.data.tasks import arith, columns
 from thr.data.tasks.arith import ArithConfig
 from thr.data.tasks.columns import ColumnsConfig
@@ -76,40 +76,40 @@ class EmbeddedConfig:
 
     task: Literal["columns", "arith"] = "columns"
     arch: Literal["qwen2", "llama"] = "qwen2"
-    hidden_size: int = 64
-    num_layers: int = 3
-    num_heads: int = 4
-    intermediate_size: int = 0
+    hidden_size: Annotated[int, Range(ge=1)] = 64
+    num_layers: Annotated[int, Range(ge=1)] = 3
+    num_heads: Annotated[int, Range(ge=1)] = 4
+    intermediate_size: Annotated[int, Range(ge=0)] = 0
     seed: int = 0
     use_shipped: bool = True
-    sft_steps: int = 3000
-    target_val_accuracy: float = 0.0
-    val_problems: int = 128
-    check_after: int = 500
-    check_every: int = 50
-    batch_size: int = 32
-    lr: float = 5e-3
-    warmup_steps: int = 30
-    min_lr_ratio: float = 0.1
-    weight_decay: float = 0.01
-    grad_clip: float = 1.0
-    n_sft_examples: int = 20000
-    n_test: int = 1000
-    ops_per_problem: int = 3
-    event_weights: str = "0.35,0.15,0.2,0.3"
-    carry_slip: float = 0.7
-    borrow_slip: float = 0.85
-    min_operands: int = 2
-    max_operands: int = 3
-    min_value: int = 1
-    max_value: int = 50
-    ops: str = "+-*"
-    max_multiplier: int = 9
-    max_result: int = 99
-    eval_problems: int = 200
-    eval_pass_problems: int = 64
-    eval_pass_k: int = 8
-    max_new_tokens: int = 160
+    sft_steps: Annotated[int, Range(ge=1)] = 3000
+    target_val_accuracy: Annotated[float, Range(ge=0, le=1)] = 0.0
+    val_problems: Annotated[int, Range(ge=0)] = 128
+    check_after: Annotated[int, Range(ge=0)] = 500
+    check_every: Annotated[int, Range(ge=1)] = 50
+    batch_size: Annotated[int, Range(ge=1)] = 32
+    lr: Annotated[float, Range(gt=0)] = 5e-3
+    warmup_steps: Annotated[int, Range(ge=0)] = 30
+    min_lr_ratio: Annotated[float, Range(ge=0, le=1)] = 0.1
+    weight_decay: Annotated[float, Range(ge=0)] = 0.01
+    grad_clip: Annotated[float, Range(ge=0)] = 1.0
+    n_sft_examples: Annotated[int, Range(ge=1)] = ColumnsConfig.n_train
+    n_test: int = ColumnsConfig.n_test
+    ops_per_problem: int = ColumnsConfig.min_ops
+    event_weights: str = ColumnsConfig.event_weights
+    carry_slip: Annotated[float, Range(ge=0, le=1)] = 0.7
+    borrow_slip: Annotated[float, Range(ge=0, le=1)] = 0.85
+    min_operands: int = ArithConfig.min_operands
+    max_operands: int = ArithConfig.max_operands
+    min_value: int = ArithConfig.min_value
+    max_value: int = ArithConfig.max_value
+    ops: str = ArithConfig.ops
+    max_multiplier: int = ArithConfig.max_multiplier
+    max_result: int = ArithConfig.max_result
+    eval_problems: Annotated[int, Range(ge=0)] = 200
+    eval_pass_problems: Annotated[int, Range(ge=0)] = 64
+    eval_pass_k: Annotated[int, Range(ge=0)] = 8
+    max_new_tokens: Annotated[int, Range(ge=1)] = 160
 
     def task_config(self) -> ArithConfig | ColumnsConfig:
         """The task configuration (:class:`ColumnsConfig` or :class:`ArithConfig`) of this run."""
@@ -144,41 +144,17 @@ class EmbeddedConfig:
         return columns if self.task == "columns" else arith
 
     def validate(self) -> EmbeddedConfig:
-        """Raise ``ValueError`` naming the first bad field; return ``self``."""
-        if self.task not in ("columns", "arith"):
-            raise ValueError(f"task must be 'columns' or 'arith', got {self.task!r}")
-        if not (0.0 <= self.carry_slip <= 1.0 and 0.0 <= self.borrow_slip <= 1.0):
-            raise ValueError("carry_slip and borrow_slip are probabilities: keep them in [0, 1]")
-        if self.arch not in ("qwen2", "llama"):
-            raise ValueError(f"arch must be 'qwen2' or 'llama', got {self.arch!r}")
-        for name in ("hidden_size", "num_layers", "num_heads", "sft_steps", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        """Raise ``ValueError`` naming the first bad field; return ``self`` (choices and bounds come
+        from the field types, the rules between fields are written out here)."""
+        from thr.config import check_choices
+
+        check_choices(self)
         if self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size={self.hidden_size} must be divisible by num_heads={self.num_heads}")
-        if self.intermediate_size < 0:
-            raise ValueError("intermediate_size must be >= 0 (0 means 4 * hidden_size)")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"lr must be a positive number, got {self.lr}")
-        if self.warmup_steps < 0 or not 0.0 <= self.min_lr_ratio <= 1.0:
-            raise ValueError("need warmup_steps >= 0 and 0 <= min_lr_ratio <= 1")
-        if self.weight_decay < 0 or self.grad_clip < 0:
-            raise ValueError("weight_decay and grad_clip must be >= 0")
-        if not 0.0 <= self.target_val_accuracy <= 1.0:
-            raise ValueError("target_val_accuracy must be in [0, 1]")
-        if self.val_problems < 0 or self.check_after < 0 or self.check_every < 1:
-            raise ValueError("need val_problems >= 0, check_after >= 0 and check_every >= 1")
         if self.target_val_accuracy > 0 and self.val_problems == 0:
             raise ValueError("target_val_accuracy needs val_problems > 0")
-        if self.n_sft_examples < 1:
-            raise ValueError("n_sft_examples must be >= 1")
-        for name in ("eval_problems", "eval_pass_problems", "eval_pass_k"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0")
         if max(self.eval_problems, self.eval_pass_problems) > self.n_test:
             raise ValueError("eval_problems and eval_pass_problems must be <= n_test")
-        if self.max_new_tokens < 1:
-            raise ValueError("max_new_tokens must be >= 1")
         try:
             self.task_config().validate()
         except ValueError as err:  # name this config's fields, not the task config's

@@ -194,15 +194,8 @@ def pad_rows(rows: Sequence[Sequence[int]], pad_id: int, width: int | None = Non
 
 
 def _generate_batch(
-    model: Any,
-    tokenizer: Any,
-    encoded: list[list[int]],
-    *,
-    pad_id: int,
-    eos_ids: list[int],
-    max_new_tokens: int,
-    gen_kwargs: dict[str, Any],
-    stop_strings: Sequence[str] | None,
+    model: Any, tokenizer: Any, encoded: list[list[int]], *, pad_id: int, eos_ids: list[int], max_new_tokens: int,
+    gen_kwargs: dict[str, Any], stop_strings: Sequence[str] | None,
 ) -> list[tuple[list[int], str]]:
     """Left-pad ``encoded``, call ``model.generate`` and return trimmed (response ids, reason)."""
     device = _model_device(model)
@@ -227,19 +220,9 @@ def _generate_batch(
 
 
 def generate(
-    model: Any,
-    tokenizer: Any,
-    prompts: list[str],
-    *,
-    n: int = 1,
-    temperature: float = 1.0,
-    top_p: float = 1.0,
-    max_new_tokens: int = 256,
-    batch_size: int = 32,
-    seed: int | None = None,
-    stop_strings: list[str] | None = None,
-    stop_token_ids: list[int] | None = None,
-    progress: bool = False,
+    model: Any, tokenizer: Any, prompts: list[str], *, n: int = 1, temperature: float = 1.0, top_p: float = 1.0,
+    max_new_tokens: int = 256, batch_size: int = 32, seed: int | None = None, stop_strings: list[str] | None = None,
+    stop_token_ids: list[int] | None = None, progress: bool = False,
 ) -> list[list[Sample]]:
     """Sample ``n`` completions per prompt; returns one list of ``n`` Samples per prompt.
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Annotated, Literal
 
-from thr.config import check_choices
+from thr.config import Count, Fraction, NonNegative, PositiveFloat, PositiveInt, Range, Strength, check_choices
 from thr.core import AGGREGATIONS, POLICY_LOSSES
 from thr.data.prompts import TEMPLATE_NAMES
 from thr.models.embedded_config import EmbeddedConfig
@@ -41,7 +41,7 @@ class ModelSection:
     name_or_path: str = "embedded"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     device: str = "auto"
-    lora_r: int = 0
+    lora_r: Count = 0
     lora_alpha: int = 32
     lora_dropout: float = 0.0
     lora_target_modules: str = "all-linear"
@@ -89,12 +89,12 @@ class RolloutSection:
     """
 
     backend: Literal["hf", "vllm"] = "hf"
-    prompts_per_step: int = 16
-    group_size: int = 8
-    temperature: float = 1.0
-    top_p: float = 1.0
-    max_new_tokens: int = 160
-    batch_size: int = 128
+    prompts_per_step: PositiveInt = 16
+    group_size: Annotated[int, Range(ge=2)] = 8
+    temperature: PositiveFloat = 1.0
+    top_p: Fraction = 1.0
+    max_new_tokens: PositiveInt = 160
+    batch_size: PositiveInt = 128
 
 
 @dataclass
@@ -170,12 +170,12 @@ class THRSection(THRSettings):
     """
 
     p_schedule: Literal["constant", "linear"] = "constant"
-    p_end: float = 0.0
+    p_end: Strength = 0.0
     influence: Literal["full", "self", "network"] = "full"
     network_params: str = "all"
-    network_rows: int = 0
+    network_rows: Count = 0
     algorithm: Literal["exact", "approx"] = "exact"
-    approx_top_k: int = 0
+    approx_top_k: Count = 0
     reuse_logits: OnOff = "auto"
     max_kept_gb: float = 0.0
     tf32: OnOff = "auto"
@@ -218,24 +218,24 @@ class OptimSection:
     unbiased_std: bool = True
     adv_eps: float = 1e-6
     loss_type: Literal[tuple(POLICY_LOSSES)] = "grpo"  # type: ignore[valid-type]
-    clip_eps_low: float = 0.2
-    clip_eps_high: float = 0.2
+    clip_eps_low: Annotated[float, Range(ge=0, lt=1)] = 0.2
+    clip_eps_high: NonNegative = 0.2
     aggregation: Literal[tuple(AGGREGATIONS)] = "token-mean"  # type: ignore[valid-type]
-    kl_coef: float = 0.0
+    kl_coef: NonNegative = 0.0
     entropy_coef: float = 0.0
     optimizer: Literal["adamw", "sgd"] = "adamw"
-    lr: float = 3e-4
+    lr: PositiveFloat = 3e-4
     weight_decay: float = 0.0
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
     adam_eps: float = 1e-8
     sgd_momentum: float = 0.0
     lr_schedule: Literal["constant", "linear", "cosine"] = "constant"
-    warmup_steps: int = 0
-    max_grad_norm: float = 1.0
-    ppo_epochs: int = 1
-    mini_batches: int = 2
-    micro_batch_size: int = 64
+    warmup_steps: Count = 0
+    max_grad_norm: NonNegative = 1.0
+    ppo_epochs: PositiveInt = 1
+    mini_batches: PositiveInt = 2
+    micro_batch_size: PositiveInt = 64
     skip_zero_advantage: bool = True
 
 
@@ -254,13 +254,13 @@ class EvalSection:
     batch_size: sequences per ``generate`` call.
     """
 
-    every: int = 0
+    every: Count = 0
     before: bool = True
-    limit: int = 500
-    n: int = 8
-    temperature: float = 1.0
-    max_new_tokens: int = 0
-    batch_size: int = 256
+    limit: Count = 500
+    n: Count = 8
+    temperature: PositiveFloat = 1.0
+    max_new_tokens: Count = 0
+    batch_size: PositiveInt = 256
 
 
 @dataclass
@@ -283,8 +283,8 @@ class LogSection:
     wandb: bool = False
     wandb_project: str = "thr"
     wandb_run_name: str = ""
-    groups_every: int = 10
-    groups_per_log: int = 2
+    groups_every: Count = 10
+    groups_per_log: Count = 2
     progress: bool = True
     likelihood_dynamics: bool = False
 
@@ -302,10 +302,10 @@ class TrainConfig:
     """
 
     output_dir: str = "runs/thr-default"
-    steps: int = 40
+    steps: Count = 40
     seed: int = 0
-    save_every: int = 50
-    keep_checkpoints: int = 2
+    save_every: Count = 50
+    keep_checkpoints: PositiveInt = 2
     resume: bool = False
     model: ModelSection = field(default_factory=ModelSection)
     embedded: EmbeddedConfig = field(default_factory=EmbeddedConfig)
@@ -318,55 +318,25 @@ class TrainConfig:
     log: LogSection = field(default_factory=LogSection)
 
     def validate(self) -> "TrainConfig":
-        """Raise ``ValueError`` naming the first invalid field and the fix."""
-        check_choices(self)  # every Literal field, from its type
-        self.thr.validate("thr.")
-        positive = {
-            "rollout.prompts_per_step": self.rollout.prompts_per_step,
-            "rollout.group_size": self.rollout.group_size, "rollout.max_new_tokens": self.rollout.max_new_tokens,
-            "rollout.batch_size": self.rollout.batch_size, "optim.ppo_epochs": self.optim.ppo_epochs,
-            "optim.mini_batches": self.optim.mini_batches, "optim.micro_batch_size": self.optim.micro_batch_size,
-            "thr.chunk_size": self.thr.chunk_size, "keep_checkpoints": self.keep_checkpoints,
-        }
-        if self.steps < 0:
-            raise ValueError(f"steps must be >= 0 (0 only evaluates the starting model), got {self.steps}")
-        for name, value in positive.items():
-            if value < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
-        if self.rollout.group_size < 2:
-            raise ValueError("rollout.group_size must be >= 2: group advantages need at least two responses")
+        """Raise ``ValueError`` naming the first invalid field and the fix (choices and bounds come
+        from the field types; the rules between fields are written out here)."""
+        check_choices(self)
         if self.rollout.prompts_per_step % self.optim.mini_batches:
             raise ValueError(
                 f"rollout.prompts_per_step={self.rollout.prompts_per_step} must be a multiple of "
                 f"optim.mini_batches={self.optim.mini_batches} (mini-batches hold whole groups)"
             )
         self._validate_thr()
-        if self.rollout.temperature <= 0:
-            raise ValueError("rollout.temperature must be > 0 (RL needs sampling; THR divides logits by it)")
-        if not 0 < self.rollout.top_p <= 1:
-            raise ValueError(f"rollout.top_p must be in (0, 1], got {self.rollout.top_p}")
-        if self.optim.lr <= 0 or self.optim.kl_coef < 0 or self.optim.max_grad_norm < 0:
-            raise ValueError("need optim.lr > 0, optim.kl_coef >= 0 and optim.max_grad_norm >= 0")
-        if self.optim.clip_eps_low < 0 or self.optim.clip_eps_low >= 1 or self.optim.clip_eps_high < 0:
-            raise ValueError("need 0 <= optim.clip_eps_low < 1 and optim.clip_eps_high >= 0")
-        if self.eval.n < 0 or self.eval.every < 0 or self.eval.limit < 0 or self.save_every < 0:
-            raise ValueError("eval.n, eval.every, eval.limit and save_every must be >= 0")
-        if self.model.lora_r < 0:
-            raise ValueError("model.lora_r must be >= 0 (0 disables LoRA)")
         if self.model.name_or_path == "embedded":
             self._validate_embedded()
         return self
 
     def _validate_thr(self) -> None:
-        """The trainer's own ``thr.*`` fields (the shared ones: :meth:`THRSettings.validate`)."""
+        """The rules between the ``thr.*`` fields."""
         t = self.thr
-        if not -1.0 < t.p_end < 1.0:
-            raise ValueError(f"thr.p_end must be in (-1, 1), got {t.p_end}")
         if t.p_schedule != "constant" and t.mode not in ("reweight", "dominant"):
             raise ValueError(f"thr.p_schedule={t.p_schedule} needs thr.mode=reweight or dominant "
                              f"(got {t.mode}, which does not use p)")
-        if t.approx_top_k < 0:
-            raise ValueError(f"thr.approx_top_k must be >= 0 (0: only the group's tokens), got {t.approx_top_k}")
         if t.approx_top_k and t.algorithm != "approx":
             raise ValueError(f"thr.approx_top_k={t.approx_top_k} only applies to thr.algorithm=approx; "
                              "set thr.algorithm=approx or thr.approx_top_k=0")
@@ -379,8 +349,6 @@ class TrainConfig:
                 re.compile(spec[3:])
             except re.error as err:
                 raise ValueError(f"thr.network_params={spec!r}: bad regular expression ({err})") from None
-        if t.network_rows < 0:
-            raise ValueError(f"thr.network_rows must be >= 0 (0: a whole group per pass), got {t.network_rows}")
         if not 0 <= t.max_kept_gb < float("inf"):
             raise ValueError(f"thr.max_kept_gb must be a finite number >= 0 (0: the core default, 2 GiB), "
                              f"got {t.max_kept_gb}")

@@ -13,6 +13,7 @@ from typing import Literal
 
 import torch
 
+from thr.config import Fraction, PositiveInt, Strength
 from thr.core import steered_advantages
 from thr.core.weights import SteerMode
 
@@ -43,12 +44,12 @@ class THRSettings:
     """
 
     mode: SteerMode = "reweight"
-    p: float = 0.2
+    p: Strength = 0.2
     threshold: Threshold = "nthr"
     beta: float = 1.0
-    quantile: float = 0.2
+    quantile: Fraction = 0.2
     value: float = 0.0
-    chunk_size: int = 1024
+    chunk_size: PositiveInt = 1024
     method: InfluenceMethod = "auto"
     positive_reward: float | None = None
 
@@ -56,28 +57,14 @@ class THRSettings:
         """Raise ``ValueError`` naming the first invalid field (``prefix`` + name) and the fix."""
         from thr.config import check_choices
 
-        check_choices(self, prefix)
-        name = lambda field: f"{prefix}{field}"  # noqa: E731
-        if not -1.0 < self.p < 1.0:
-            raise ValueError(f"{name('p')} must be in (-1, 1) so that token weights stay positive, got {self.p}")
-        if (self.threshold == "quantile" or self.mode == "entropy") and not 0.0 < self.quantile <= 1.0:
-            raise ValueError(f"{name('quantile')} (a fraction of tokens) must be in (0, 1], got {self.quantile}")
-        if self.chunk_size < 1:
-            raise ValueError(f"{name('chunk_size')} must be >= 1, got {self.chunk_size}")
+        check_choices(self, prefix)  # Literal choices and Range bounds (p, quantile, chunk_size), from the types
         return self
 
 
 def steer(
-    settings: THRSettings,
-    advantages: torch.Tensor,
-    influence: torch.Tensor,
-    response_mask: torch.Tensor,
-    positive: torch.Tensor,
-    *,
-    group_size: int | None = None,
-    group_ids: torch.Tensor | None = None,
-    p: float | None = None,
-    entropy: torch.Tensor | None = None,
+    settings: THRSettings, advantages: torch.Tensor, influence: torch.Tensor, response_mask: torch.Tensor,
+    positive: torch.Tensor, *, group_size: int | None = None, group_ids: torch.Tensor | None = None,
+    p: float | None = None, entropy: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Token advantages ``[B, T]`` and ``thr/*`` metrics from ``advantages [B]`` and ``influence [B, T]``.
 

@@ -37,13 +37,10 @@ _MAX_TRIES = 64
 
 
 @dataclass(frozen=True)
-class ArithConfig:
+class ArithConfig(splits.SplitSizes):
     """Split sizes and difficulty of the arithmetic task.
 
-    Attributes:
-        seed: fixes both splits.
-        n_train: number of (unique) training problems.
-        n_test: number of (unique) held-out problems, disjoint from the training ones.
+    Attributes (after ``seed``, ``n_train`` and ``n_test`` of :class:`thr.data.tasks.splits.SplitSizes`):
         min_operands: fewest numbers in a problem (>= 2; each extra number adds one step).
         max_operands: most numbers in a problem.
         min_value: smallest operand of ``+`` and ``-`` (and of the starting number).
@@ -53,8 +50,6 @@ class ArithConfig:
         max_result: no intermediate result or answer exceeds this.
     """
 
-    seed: int = 0
-    n_train: int = 20000
     n_test: int = 500
     min_operands: int = 2
     max_operands: int = 3

@@ -58,22 +58,16 @@ _PROBLEM = re.compile(r"^Compute (\d+(?:[+-]\d+)+)\.$")
 
 
 @dataclass(frozen=True)
-class ColumnsConfig:
+class ColumnsConfig(splits.SplitSizes):
     """Split sizes and difficulty of the column-arithmetic task.
 
-    Attributes:
-        seed: fixes both splits.
-        n_train: number of (unique) training problems.
-        n_test: number of (unique) held-out problems, disjoint from the training ones.
+    Attributes (after ``seed``, ``n_train`` and ``n_test`` of :class:`thr.data.tasks.splits.SplitSizes`):
         min_ops: fewest operations (additions or subtractions) in a problem.
         max_ops: most operations in a problem (at most 4).
         event_weights: relative share of problems with 0, 1, 2, ... carries and borrows on the
             correct path (comma-separated numbers; entries beyond ``max_ops`` are ignored).
     """
 
-    seed: int = 0
-    n_train: int = 20000
-    n_test: int = 1000
     min_ops: int = 3
     max_ops: int = 3
     event_weights: str = "0.35,0.15,0.2,0.3"

@@ -18,6 +18,21 @@ from typing import Any
 Row = dict[str, Any]
 
 
+@dataclasses.dataclass(frozen=True)
+class SplitSizes:
+    """The split fields every built-in task's config starts with.
+
+    Attributes:
+        seed: fixes both splits.
+        n_train: number of (unique) training problems.
+        n_test: number of (unique) held-out problems, disjoint from the training ones.
+    """
+
+    seed: int = 0
+    n_train: int = 20000
+    n_test: int = 1000
+
+
 def unique_problems(rng: random.Random, make: Callable[[random.Random, Any], Row], cfg: Any, n: int,
                     exclude: set[str]) -> list[Row]:
     """``n`` problems from ``make(rng, cfg)`` with distinct texts, none in ``exclude``."""
