@@ -218,9 +218,9 @@ def test_trainer_uses_network_influence(tiny_policy_dir, tmp_path, monkeypatch):
     rollout = trainer.rollout
 
     def mixed_rollout(step):  # every group gets correct and incorrect responses, whatever the policy
-        problems, samples, scores = rollout(step)
-        scores = [dataclasses.replace(s, correct=i % 3 == 0, reward=float(i % 3 == 0)) for i, s in enumerate(scores)]
-        return problems, samples, scores
+        out = rollout(step)
+        scores = [dataclasses.replace(s, correct=i % 3 == 0, reward=float(i % 3 == 0)) for i, s in enumerate(out.scores)]
+        return dataclasses.replace(out, scores=scores)
 
     monkeypatch.setattr(trainer, "rollout", mixed_rollout)
     seen = []
