@@ -9,132 +9,29 @@ with bounded work per call (linear-time scanning), safe on every sampled complet
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 
+from thr._boxes import (  # noqa: F401 - last_boxed is re-exported (thr.data)
+    _BOX_GLUE_RE,
+    _BOX_RE,
+    _WORD_RE,
+    OR_RE,
+    _parse_box,
+    all_boxes,
+    boxed_answer,
+    last_boxed,
+    repair_escapes,
+)
+
 # ----------------------------------------------------------------------------- extraction
 
-_BOX_RE = re.compile(r"\\(?:boxed|fbox)\b")
 _SPECIAL_TOKEN_RE = re.compile(r"<\|[a-z_]{1,30}\|>|</s>|<eos>|<end_of_turn>")
 _TURN_TOKEN_RE = re.compile(r"<\|(?:im_start|im_end|endoftext|eot_id|end)\|>|</s>|<eos>|<end_of_turn>")
 _THINK_OPEN = "<think>"
 _THINK_CLOSE = "</think>"
 _MAX_ANSWER_CHARS = 2000
-
-
-def _match_braces(text: str, start: int, end: int | None = None) -> int | None:
-    """Index just past the ``}`` closing the ``{`` at ``text[start]`` (searching before ``end``);
-    None when unbalanced."""
-    depth = 0
-    i = start
-    n = len(text) if end is None else end
-    while i < n:
-        c = text[i]
-        if c == "\\":  # skip escaped char, e.g. \{ or \}
-            i += 2
-            continue
-        if c == "{":
-            depth += 1
-        elif c == "}":
-            depth -= 1
-            if depth == 0:
-                return i + 1
-        i += 1
-    return None
-
-
-_BOX_TOKEN_RE = re.compile(r"[^\s$\\]+|\\[a-zA-Z]+(?:\{[^{}]*\})*")
-
-
-def _parse_box(text: str, m: re.Match[str], limit: int) -> tuple[int, str | None]:
-    """``(end, content)`` of the box command matched by ``m``, looking no further than
-    ``limit``; ``content`` is None for a truncated (unbalanced) or empty box."""
-    i = m.end()
-    while i < limit and text[i] in " \t":
-        i += 1
-    if i < limit and text[i] == "{":
-        close = _match_braces(text, i, limit)
-        if close is None:
-            return limit, None
-        return close, (text[i + 1 : close - 1].strip() or None)
-    tok = _BOX_TOKEN_RE.match(text, i, limit)
-    if not tok or m.end() == i and not text[m.end() : m.end() + 1].isspace():
-        return m.end(), None
-    return tok.end(), (tok.group(0).rstrip(".,;") or None)
-
-
-def last_boxed(text: str) -> tuple[bool, str | None]:
-    """Content of the last ``\\boxed{...}`` / ``\\fbox{...}`` in ``text``.
-
-    Returns ``(found, content)``: ``found`` is True when a box command occurs at all; ``content``
-    is None when the last box is truncated (unbalanced braces) or empty. ``\\boxed 5`` (no
-    braces) yields the following token.
-    """
-    last = None
-    for last in _BOX_RE.finditer(text):  # only the last match is needed
-        pass
-    if last is None:
-        return False, None
-    return True, _parse_box(text, last, len(text))[1]
-
-
-# Text allowed between two boxes that hold parts of one answer ("x=\boxed{2} or x=\boxed{3}",
-# "\boxed{1}, \boxed{2}"): math delimiters, separators, and/or, spacing, an assignment prefix.
-_BOX_GLUE_TOKEN = (
-    r"\s+|\$|\\[()\[\]]|[,;]|\\quad|\\qquad|\\text\{\s*(?:and|or)\s*\}|\band\b|\bor\b|\\(?:lor|vee)\b"
-    r"|(?:[a-zA-Z]|\\[a-zA-Z]+)(?:_\{?\w+\}?)?\s*="
-)
-_BOX_GLUE_RE = re.compile(r"(?:" + _BOX_GLUE_TOKEN + r")*")
-_BOX_SEP_RE = re.compile(r"[,;=]|\\quad|\\qquad|\band\b|\bor\b|\\(?:lor|vee)\b")
-
-
-def _joins_boxes(between: str) -> bool:
-    """Whether the text between two boxes only joins them into one answer (and names a
-    separator: two boxes separated by bare whitespace are not merged, the last one counts)."""
-    if len(between) > 80 or not _BOX_GLUE_RE.fullmatch(between):
-        return False
-    return bool(_BOX_SEP_RE.search(between))
-
-
-def boxed_answer(text: str) -> tuple[bool, str | None]:
-    """The boxed answer of ``text``: the last box, merged with the boxes right before it when
-    only separators join them (``x=\\boxed{2}`` and ``x=\\boxed{-3}`` -> ``2, -3``; identical
-    boxes count once). ``(found, answer)`` as in :func:`last_boxed`."""
-    matches = list(_BOX_RE.finditer(text))
-    if not matches:
-        return False, None
-    content = _parse_box(text, matches[-1], len(text))[1]
-    if content is None:
-        return True, None
-    items = [content]
-    start = matches[-1].start()
-    for m in reversed(matches[:-1]):
-        end, prev = _parse_box(text, m, start)  # a box before ``start`` must close before it
-        if prev is None or not _joins_boxes(text[end:start]):
-            break
-        items.append(prev)
-        start = m.start()
-    if len(set(items)) == 1:
-        return True, content
-    return True, ", ".join(reversed(items))
-
-
-def all_boxes(text: str, *, max_words_between: int | None = None) -> list[str]:
-    """Contents of every box of ``text`` in order; [] when one is truncated or empty, or (with
-    ``max_words_between``) when two boxes are separated by more words than that or by a
-    sentence end."""
-    out = []
-    prev_end = None
-    for m in _BOX_RE.finditer(text):
-        if max_words_between is not None and prev_end is not None:
-            between = text[prev_end : m.start()]
-            if len(_WORD_RE.findall(between)) > max_words_between or re.search(r"[.!?:]", between):
-                return []
-        prev_end, content = _parse_box(text, m, len(text))
-        if content is None:
-            return []
-        out.append(content)
-    return out
 
 
 _ANSWER_IS_RE = re.compile(
@@ -249,14 +146,22 @@ def _math_spans(text: str) -> list[tuple[int, int, str, bool]]:
     return out
 
 
-def _join_values(values: list[str]) -> str | None:
+def _join_values(values: list[str], joiner: str = ", ") -> str | None:
     """One answer from the values of several math spans or boxes (duplicates count once)."""
     values = [v for v in values if v]
     if not values:
         return None
     if len(set(values)) == 1:
         return values[0]
-    return ", ".join(values)
+    return joiner.join(values)
+
+
+def _run_value(text: str, spans: list[tuple[int, int, str, bool]], run: list[int]) -> str | None:
+    """The answer held by a run of math spans: their values, as alternatives (``" or "``) when
+    ``or`` joins them (``$x=1$ or $x=2$``), else as an ordered list."""
+    betweens = [text[spans[a][1] : spans[b][0]] for a, b in itertools.pairwise(run)]
+    joiner = " or " if any(OR_RE.search(b) for b in betweens) else ", "
+    return _join_values([math_value(spans[k][2]) for k in run], joiner)
 
 
 def _span_run(text: str, spans: list[tuple[int, int, str, bool]], i: int, step: int) -> list[int]:
@@ -297,7 +202,7 @@ def _answer_after_phrase(text: str) -> str | None:
             return None  # an unclosed span
         if not spans[0][3] and "\n" in rest[: spans[0][1]]:
             return None
-        return _join_values([math_value(spans[k][2]) for k in _span_run(rest, spans, 0, 1)])
+        return _run_value(rest, spans, _span_run(rest, spans, 0, 1))
     rest = rest.split("\n", 1)[0].strip()
     rest = re.split(r"\.\s+I hope|\.(?:\s|$)|;\s|,\s+(?=[A-Za-z]{3,})", rest, maxsplit=1)[0]
     rest = rest.strip().rstrip(".").strip()
@@ -335,7 +240,6 @@ _REFERENCE_BEFORE_RE = re.compile(
 _NUMBER_TOKEN_RE = re.compile(r"(?<![\w.])(?:\\?\$)?(?:" + _PLAIN_NUM + r")(?![\w.]*\d)(?!\w)")
 _SIMPLE_ASSIGN_RE = re.compile(r"\s*[a-zA-Z](?:_\{?\w+\}?)?\s*=[^=]+")
 _BOLD_RE = re.compile(r"\*\*([^*]{1,60})\*\*")
-_WORD_RE = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{2,}")
 _QUIET_TAIL_RE = re.compile(r"[\sA-Za-z.,!'()-]{0,60}")
 _DEFINITE_TAIL_RE = re.compile(r"is (?:the|our|my) (?:answer|solution|solution set|result)", re.IGNORECASE)
 
@@ -408,7 +312,7 @@ def _last_display(text: str) -> str | None:
     tail = text[spans[-1][1] :].strip()
     if not _QUIET_TAIL_RE.fullmatch(tail):
         return None
-    return _join_values([math_value(spans[k][2]) for k in _span_run(text, spans, len(spans) - 1, -1)])
+    return _run_value(text, spans, _span_run(text, spans, len(spans) - 1, -1))
 
 
 def _last_line_inline(line: str) -> str | None:
@@ -425,7 +329,7 @@ def _last_line_inline(line: str) -> str | None:
     if not _QUIET_TAIL_RE.fullmatch(tail) or len(tail.split()) > 3:
         return None
     run = _span_run(line, spans, len(spans) - 1, -1)
-    value = _join_values([math_value(spans[k][2]) for k in run])
+    value = _run_value(line, spans, run)
     if value is None:
         return None
     if percent:
@@ -482,6 +386,7 @@ def answer_region(response: str) -> str | None:
     After the last ``</think>`` when the trace is closed; None when a ``<think>`` is opened and
     never closed (the completion was cut off mid-thought); else the whole text.
     """
+    response = repair_escapes(response)
     for m in _TURN_TOKEN_RE.finditer(response):
         if response[: m.start()].strip() and _SPECIAL_TOKEN_RE.sub("", response[: m.start()]).strip():
             response = response[: m.start()]  # the turn ended; what follows is not the answer

@@ -17,55 +17,44 @@ Pipeline for one call (see ``docs/verifier.md`` for the full rules):
 
 from __future__ import annotations
 
-import atexit
-import json
-import os
 import re
-import select
-import subprocess
-import sys
-import threading
 import time
 from typing import Any
 
-from thr._answer_extract import all_boxes, answer_region, extract_from_text
+from thr._answer_extract import (
+    all_boxes,
+    answer_region,
+    extract_from_text,
+    repair_escapes,
+)
 from thr._latex_norm import (
     as_rational,
     base_number,
     bracketed,
     is_word_answer,
-    normalize_answer,  # noqa: F401 - re-exported API
+    normalize_answer,
     normalize_core,
-    numerically_different,
-    parse_is_complete,
     rationals_match,
     split_assignment,
     split_top,
     unit_of,
     word_key,
 )
+from thr._verify_worker import _POOL, shutdown_worker, warmup
 
-__all__ = ["extract_answer", "normalize_answer", "verify", "verify_batch", "warmup", "shutdown_worker"]
-
-_WORKER_START_TIMEOUT_S = 120.0
-# The worker needs only this module, thr._answer_extract and thr._latex_norm: register ``thr`` as a bare package
-# pointing at its directory so that thr/__init__.py (which may import torch) is not executed.
-_WORKER_BOOT = (
-    "import sys, types; pkg = types.ModuleType('thr'); pkg.__path__ = [sys.argv[1]]; "
-    "sys.modules['thr'] = pkg; from thr.verifier import _worker_main; _worker_main()"
-)
-
+__all__ = ["extract_answer", "normalize_answer", "shutdown_worker", "verify", "verify_batch", "warmup"]
 
 # ----------------------------------------------------------------------------- extraction
 
 
 def extract_answer(response: str) -> str | None:
     """Final answer of a completion, as text (a substring of it, several boxes joined with
-    ``", "``, or the value side of an equation); None when there is none.
+    ``", "`` or, as alternatives, ``" or "``, or the value side of an equation); None when
+    there is none.
 
     Precedence (the first that applies; ``docs/verifier.md`` has the details): the last
     ``\\boxed{...}``/``\\fbox{...}``, merged with the boxes just before it when only separators
-    join them (``x=\\boxed{2}`` or ``x=\\boxed{3}`` -> ``2, 3``); else the answer after the last
+    join them (``x=\\boxed{2}`` or ``x=\\boxed{3}`` -> ``2 or 3``); else the answer after the last
     "final answer is"/"the answer is"/"answer:" phrase or "Final Answer" heading; else GSM8K
     ``#### N``; else the last display math (``\\[..\\]``, ``$$..$$``) at the end; else the final
     line when it is only an answer, holds its last inline math, or states a number
@@ -88,7 +77,7 @@ def _gold_answer(gold: Any) -> str | None:
         return ", ".join(parts) if parts else None
     if gold is None:
         return None
-    gold = str(gold).strip()
+    gold = repair_escapes(str(gold)).strip()
     if not gold:
         return None
     boxed = re.search(r"\\(?:boxed|fbox)\b|####", gold) is not None
@@ -139,268 +128,13 @@ def _decimal_comma_pair(a: str, b: str) -> bool:
     )
 
 
-# ----------------------------------------------------------------------------- sympy worker
-
-
-class _Worker:
-    """A persistent ``math_verify`` subprocess speaking JSON lines over pipes.
-
-    After a timeout the process is killed and a replacement is spawned at once (without
-    waiting for it), so its import time mostly overlaps with the caller's other work.
-    """
-
-    def __init__(self) -> None:
-        """No process yet: it is spawned on first use."""
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._ready = False
-        self._buf = b""
-        self._lock = threading.Lock()
-        self.busy = False  # checked out by a caller (see _Pool)
-        self.calls = 0  # comparisons sent to the worker
-        self.starts = 0  # processes spawned, e.g. after a timeout kill
-
-    def _spawn(self) -> None:
-        """Start the subprocess (does not wait for it to be ready)."""
-        env = dict(os.environ)
-        env.setdefault("OMP_NUM_THREADS", "1")
-        self._proc = subprocess.Popen(
-            [sys.executable, "-c", _WORKER_BOOT, os.path.dirname(os.path.abspath(__file__))],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            env=env,
-        )
-        self._ready = False
-        self._buf = b""
-        self.starts += 1
-
-    def _ensure_ready(self) -> None:
-        """Spawn if needed and wait for the worker's ``ready`` line."""
-        if self._proc is None or self._proc.poll() is not None:
-            self._spawn()
-        if not self._ready:
-            if self._readline(_WORKER_START_TIMEOUT_S) != {"ready": True}:
-                self.close()
-                raise RuntimeError("verifier worker failed to start")
-            self._ready = True
-
-    def _readline(self, timeout_s: float) -> Any:
-        """Next JSON line from the worker, or None on timeout/EOF."""
-        assert self._proc is not None and self._proc.stdout is not None
-        fd = self._proc.stdout.fileno()
-        deadline = time.monotonic() + timeout_s
-        while b"\n" not in self._buf:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return None
-            ready, _, _ = select.select([fd], [], [], left)
-            if not ready:
-                return None
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                return None
-            self._buf += chunk
-        line, self._buf = self._buf.split(b"\n", 1)
-        return json.loads(line)
-
-    def compare(self, gold: str, pred: str, timeout_s: float) -> bool:
-        """math_verify equivalence in the worker; False on timeout (the worker is then replaced)."""
-        with self._lock:
-            self._ensure_ready()
-            assert self._proc is not None and self._proc.stdin is not None
-            self.calls += 1
-            msg = json.dumps({"g": gold, "p": pred, "t": timeout_s}) + "\n"
-            try:
-                self._proc.stdin.write(msg.encode())
-                self._proc.stdin.flush()
-            except OSError:
-                self.close()
-                return False
-            reply = self._readline(timeout_s + 0.5)
-            if not isinstance(reply, dict) or "r" not in reply:
-                self.close()
-                self._spawn()  # warm up the replacement in the background
-                return False
-            return bool(reply["r"])
-
-    def close(self) -> None:
-        """Kill the worker process (if any)."""
-        proc, self._proc = self._proc, None
-        self._ready = False
-        if proc is not None:
-            try:
-                proc.kill()
-                proc.wait(timeout=5)
-            except Exception:  # noqa: BLE001 - best effort cleanup
-                pass
-
-    def forget(self) -> None:
-        """After ``fork()`` in the child: drop the parent's process handle without killing it."""
-        self._proc = None
-        self._ready = False
-        self._buf = b""
-        self._lock = threading.Lock()
-        self.busy = False
-
-
-class _Pool:
-    """Workers handed out per comparison: an idle one, else a new one up to ``max_workers``,
-    else a shared one (its lock serialises). Single-threaded use needs only one process."""
-
-    def __init__(self, max_workers: int) -> None:
-        """An empty pool; workers are created on demand."""
-        self.max_workers = max(1, max_workers)
-        self.workers: list[_Worker] = []
-        self._lock = threading.Lock()
-        self._turn = 0
-
-    def checkout(self) -> _Worker:
-        """An idle worker, a new one (below the cap) or a shared one; release it after use."""
-        with self._lock:
-            for w in self.workers:
-                if not w.busy:
-                    w.busy = True
-                    return w
-            if len(self.workers) < self.max_workers:
-                w = _Worker()
-                self.workers.append(w)
-                w.busy = True
-                return w
-            self._turn = (self._turn + 1) % len(self.workers)
-            return self.workers[self._turn]
-
-    def release(self, w: _Worker) -> None:
-        """Mark a checked-out worker idle again."""
-        with self._lock:
-            w.busy = False
-
-    def compare(self, gold: str, pred: str, timeout_s: float) -> bool:
-        """:meth:`_Worker.compare` on a checked-out worker."""
-        w = self.checkout()
-        try:
-            return w.compare(gold, pred, timeout_s)
-        finally:
-            self.release(w)
-
-    def close(self) -> None:
-        """Kill every worker process."""
-        for w in list(self.workers):
-            w.close()
-
-    def forget(self) -> None:
-        """After ``fork()`` in the child: drop the parent's processes (see :meth:`_Worker.forget`)."""
-        self._lock = threading.Lock()
-        for w in self.workers:
-            w.forget()
-
-    @property
-    def calls(self) -> int:
-        """Comparisons sent to workers so far."""
-        return sum(w.calls for w in self.workers)
-
-    @property
-    def starts(self) -> int:
-        """Worker processes spawned so far."""
-        return sum(w.starts for w in self.workers)
-
-
-_POOL = _Pool(int(os.environ.get("THR_VERIFY_WORKERS", str(min(4, os.cpu_count() or 1)))))
-atexit.register(_POOL.close)
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_POOL.forget)
-
-
-def warmup() -> None:
-    """Start the first sympy worker in the background (non-blocking), so that the first
-    ``verify`` that needs sympy does not wait for its imports. Optional."""
-    w = _POOL.checkout()
-    try:
-        with w._lock:
-            if w._proc is None or w._proc.poll() is not None:
-                w._spawn()
-    finally:
-        _POOL.release(w)
-
-
-def shutdown_worker() -> None:
-    """Stop the sympy worker subprocesses (they restart on demand)."""
-    _POOL.close()
-
-
-_PARSE_CACHE: dict[str, list[Any]] = {}
-
-
-def _mv_parse(answer: str) -> list[Any]:
-    """math_verify parse of one normalised answer (worker side, cached); [] when it fails or
-    drops part of the input."""
-    hit = _PARSE_CACHE.get(answer)
-    if hit is not None:
-        return hit
-    from math_verify import LatexExtractionConfig, parse
-
-    cfg = [LatexExtractionConfig(boxed_match_priority=0)]
-    parsed = parse("\\boxed{" + answer + "}", extraction_config=cfg, parsing_timeout=None)
-    if parsed and not parse_is_complete(answer, parsed[0]):
-        parsed = []
-    if len(_PARSE_CACHE) > 4096:
-        _PARSE_CACHE.clear()
-    _PARSE_CACHE[answer] = parsed
-    return parsed
-
-
-def _mv_compare(gold: str, pred: str) -> bool:
-    """Run inside the worker: parse both with math_verify, refute numerically, else compare."""
-    from math_verify import verify as mv_verify
-
-    g, p = _mv_parse(gold), _mv_parse(pred)
-    if not g or not p:
-        return False
-    try:
-        if numerically_different(g[0], p[0]):
-            return False
-    except Exception:  # noqa: BLE001 - the probe is only a shortcut
-        pass
-    return bool(mv_verify(g, p, timeout_seconds=None))
-
-
-class _Alarm(BaseException):
-    """Raised inside the worker when a comparison runs past its budget."""
-
-
-def _worker_main() -> None:
-    """Entry point of the worker subprocess: answer JSON-line requests until stdin closes."""
-    import logging
-    import signal
-
-    logging.disable(logging.CRITICAL)
-    out = os.fdopen(os.dup(1), "w", buffering=1)
-    os.dup2(2, 1)  # stray prints must not corrupt the protocol
-
-    def _on_alarm(signum: int, frame: Any) -> None:
-        """SIGALRM handler: abort the current comparison."""
-        raise _Alarm()
-
-    signal.signal(signal.SIGALRM, _on_alarm)
-    _mv_compare("1", "1")  # import and warm up before announcing readiness
-    out.write(json.dumps({"ready": True}) + "\n")
-    for line in sys.stdin:
-        req = json.loads(line)
-        result = False
-        try:
-            signal.setitimer(signal.ITIMER_REAL, max(0.05, 0.9 * float(req["t"])))
-            result = _mv_compare(req["g"], req["p"])
-        except BaseException:  # noqa: BLE001 - timeout or sympy failure: not equal
-            result = False
-        finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-        out.write(json.dumps({"r": bool(result)}) + "\n")
-
-
 # ----------------------------------------------------------------------------- comparison
 
 
-def _equivalent(gold: str, pred: str, deadline: float, depth: int = 0) -> bool:
-    """Normalised answers equal? Fast path, then containers element-wise, then sympy."""
+def _equivalent(gold: str, pred: str, deadline: float, depth: int = 0, unordered: bool = False) -> bool:
+    """Normalised answers equal? Fast path, then containers element-wise, then sympy. Two bare
+    lists are compared item by item in order, or as multisets when ``unordered`` (a side
+    declares its items alternatives, see :func:`_declares_unordered`)."""
     if depth > 0:
         gold, pred = normalize_core(gold), normalize_core(pred)
     lhs_g, rhs_g = split_assignment(gold)
@@ -431,6 +165,12 @@ def _equivalent(gold: str, pred: str, deadline: float, depth: int = 0) -> bool:
                 return False  # a tuple/interval never equals a bare list
             # one bracketed, one single item: leave it to sympy (e.g. "(1,2)" vs "1<x<2")
         elif len(lg) > 1 or len(lp) > 1:
+            if not (unordered or (_all_assigned(lg) and _all_assigned(lp))):
+                # bare lists are ordered (the MATH grader compares them as written): "4, 10, -2"
+                # is not "10, 4, -2" unless a side says the order does not matter
+                return len(lg) == len(lp) and all(
+                    _equivalent(a, b, deadline, depth + 1) for a, b in zip(lg, lp)
+                )
             if len(set(lg)) == len(lg) and all(bracketed(q) is not None for q in lp):
                 lp = list(dict.fromkeys(lp))  # a solution tuple listed twice is still one solution
             return _unordered_equal(lg, lp, deadline, depth)
@@ -438,6 +178,41 @@ def _equivalent(gold: str, pred: str, deadline: float, depth: int = 0) -> bool:
     if left <= 0.05:
         return False
     return _POOL.compare(gold, pred, left)
+
+
+_ALTERNATIVES_RE = re.compile(r"\bor\b|\\(?:lor|vee|pm|mp)(?![a-zA-Z])|±|∓")
+
+
+def _all_assigned(items: list[str]) -> bool:
+    """Every item is an assignment (``x=1``, ``y=2``): matched by variable, order is moot."""
+    return all(split_assignment(q)[0] is not None for q in items)
+
+
+def _declares_unordered(raw: str, norm: str) -> bool:
+    """Whether an answer (as extracted, before normalisation) says its items are alternatives,
+    whose order does not matter: joined by ``or``/``\\lor`` (several boxes or spans joined so
+    are extracted with ``or``), written with ``\\pm``, all assigned to one variable
+    (``x=1, x=-2``; ``norm`` is ``raw`` normalised), one variable given several values (``n = 1, -2``), or a list of at least
+    two tuples (``(1,2), (2,1)``: the solutions of a system or of a Diophantine equation). A
+    set ``\\{...\\}`` says so too (handled with the brackets)."""
+    if _ALTERNATIVES_RE.search(raw):
+        return True
+    lhs, rhs = split_assignment(norm)
+    if lhs is not None and not lhs.startswith("(") and len(split_top(rhs)) > 1:
+        return True  # "n = 1, -2": one variable, several values
+    items = split_top(norm)
+    if len(items) < 2:
+        return False
+    names = {split_assignment(q)[0] for q in items}
+    if len(names) == 1 and None not in names:
+        return True  # "x=1, x=-2"
+    return all(_is_tuple(normalize_core(q)) for q in items)  # "(1,2), (2,1)": solution tuples
+
+
+def _is_tuple(s: str) -> bool:
+    """A parenthesised tuple of at least two items (``(1, 2)``, ``(0;0;0)`` normalised)."""
+    b = bracketed(s)
+    return b is not None and b[:2] == ("(", ")") and len(b[2]) > 1
 
 
 def _containers_equal(
@@ -490,7 +265,8 @@ def verify(response: str, gold: str, *, timeout_s: float = 2.0) -> bool:
         decimal_comma = _decimal_comma_pair(p, g)  # never the other way: a gold "-2,1" is a list
         if decimal_comma and "{," not in raw and not re.search(r",\s", raw):
             return True  # "1000,99" is 1000.99 ("1{,}5" is a grouping, "3, 75" a list)
-        return _equivalent(g, p, deadline)
+        unordered = ("," in g or "," in p) and (_declares_unordered(gold_raw, g) or _declares_unordered(pred_raw, p))
+        return _equivalent(g, p, deadline, unordered=unordered)
     except Exception:  # noqa: BLE001 - a reward function must not crash training
         return False
 
