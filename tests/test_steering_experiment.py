@@ -42,7 +42,7 @@ def test_paired_deltas_use_same_seed():
 def _rec(greedy: float) -> dict:
     return {"greedy": greedy, "pass_at_k": {1: greedy, 8: greedy + 0.1}, "pass@1": greedy, "pass@8": greedy + 0.1,
             "pass@16": None, "pass@maxK": greedy + 0.1, "lik_correct": 0.01, "lik_incorrect": -0.01,
-            "reward_last": 0.5, "clip_frac": 0.01}
+            "reward_last": 0.5, "clip_frac": 0.01, "mid_greedy": greedy, "mid_pass@maxK": greedy + 0.05}
 
 
 def test_every_method_is_a_valid_train_config():
@@ -117,3 +117,25 @@ def test_aggregate_without_runs_keeps_recorded_results(tmp_path):
     with pytest.raises(FileNotFoundError, match="no finished runs"):
         aggregate.aggregate(tmp_path, ["grpo"], [0])
     assert (tmp_path / "results.md").read_text() == "recorded\n"
+
+
+def test_shared_base_and_mid_run_evaluation_are_read(tmp_path):
+    """The base model (scored once, under seed 0) stands for every seed; a run's mid-run evaluation
+    (``eval.every``) is read apart from its final one."""
+    def write_run(method, seed, steps, evals):
+        rd = methods.run_dir(tmp_path, method, seed)
+        rd.mkdir(parents=True)
+        rows = [{"step": s, "eval/greedy_accuracy": g, "eval/pass@1": g, "eval/pass@8": p8} for s, g, p8 in evals]
+        (rd / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        final = {k: v for k, v in rows[-1].items() if k != "step"}
+        (rd / "summary.json").write_text(json.dumps({"steps": steps, "final_eval": final}))
+
+    write_run("base-qwen2", 0, 0, [(0, 0.3, 0.5)])
+    for seed in (0, 1):
+        write_run("grpo", seed, 16, [(12, 0.6 + seed / 10, 0.8), (16, 0.9, 0.95)])
+    runs = aggregate.collect(tmp_path, ["grpo"], [0, 1])
+    assert runs["base-qwen2"][0] is runs["base-qwen2"][1]
+    rec = runs["grpo"][1]
+    assert (rec["greedy"], rec["pass@maxK"], rec["mid_step"], rec["mid_greedy"], rec["mid_pass@maxK"]) == (0.9, 0.95, 12, 0.7, 0.8)
+    gain = aggregate.summarize(runs)["grpo"]["vs_base"]["mid_greedy"]
+    assert gain["n"] == 2 and math.isclose(gain["mean"], 0.65 - 0.3)

@@ -17,8 +17,11 @@ from methods import arch_of, baseline_of, run_dir
 _T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
         12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042}
 # ``pass@maxK``: Pass@K at the largest K the run sampled (16 in the columns sweep, 64 in the arith one)
-SCALARS = ["greedy", "pass@1", "pass@8", "pass@16", "pass@maxK", "lik_correct", "lik_incorrect", "reward_last",
-           "clip_frac"]
+# ``mid_...``: the same at the run's mid-run evaluation (``eval.every``; the columns sweep scores step
+# 12 of 16 there, where Pass@K still has room, and greedy accuracy at the end, where it has settled)
+SCALARS = ["greedy", "pass@1", "pass@8", "pass@16", "pass@maxK", "mid_greedy", "mid_pass@maxK", "lik_correct",
+           "lik_incorrect", "reward_last", "clip_frac"]
+DIFF_KEYS = ["greedy", "pass@1", "pass@8", "pass@16", "pass@maxK", "mid_greedy", "mid_pass@maxK"]
 
 
 def t95(df: int) -> float:
@@ -56,9 +59,14 @@ def load_run(rd: Path) -> dict | None:
         rec[f"pass@{k}"] = rec["pass_at_k"].get(k)
     rec["pass@maxK"] = rec["pass_at_k"][max(rec["pass_at_k"])] if rec["pass_at_k"] else None
     lik_c, lik_i, rewards, clip = [], [], [], []
+    rec["mid_greedy"] = rec["mid_pass@maxK"] = rec["mid_step"] = None
     log = rd / "metrics.jsonl"
     for line in log.read_text().splitlines() if log.is_file() else []:
         row = json.loads(line)
+        if "eval/greedy_accuracy" in row and 0 < row.get("step", 0) < summary.get("steps", 0):
+            mid = {int(k.split("@")[1]): v for k, v in row.items() if k.startswith("eval/pass@")}
+            rec["mid_step"], rec["mid_greedy"] = row["step"], row["eval/greedy_accuracy"]
+            rec["mid_pass@maxK"] = mid[max(mid)] if mid else None
         if "likelihood/correct_delta" in row:
             lik_c.append(row["likelihood/correct_delta"])
         if "likelihood/incorrect_delta" in row:
@@ -67,6 +75,8 @@ def load_run(rd: Path) -> dict | None:
             rewards.append(row["reward/mean"])
         if "loss/clip_frac" in row:
             clip.append(row["loss/clip_frac"])
+    if summary.get("steps") == 0:  # a base model: its mid-run figures are its only ones
+        rec["mid_step"], rec["mid_greedy"], rec["mid_pass@maxK"] = 0, rec["greedy"], rec["pass@maxK"]
     rec["lik_correct"] = sum(lik_c) / len(lik_c) if lik_c else None
     rec["lik_incorrect"] = sum(lik_i) / len(lik_i) if lik_i else None
     tail = rewards[-10:]
@@ -107,7 +117,7 @@ def summarize(runs: dict[str, dict[int, dict]]) -> dict[str, dict]:
                 ref = runs.get(ref_name, {})
                 if ref_name == m:
                     continue
-                for key in SCALARS[:5]:
+                for key in DIFF_KEYS:
                     diffs = [by_seed[k][key] - ref[k][key] for k in by_seed if k in ref
                              and by_seed[k][key] is not None and ref[k][key] is not None]
                     row[field][key] = mean_ci(diffs)
@@ -119,23 +129,25 @@ def summarize(runs: dict[str, dict[int, dict]]) -> dict[str, dict]:
 CLAIMS = [
     ("p > 0 raises greedy accuracy (GRPO loss)", "thr+0.5", "grpo", "greedy", +1),
     ("p > 0 raises greedy accuracy (GRPO loss)", "thr+0.2", "grpo", "greedy", +1),
-    ("p < 0 raises Pass@K at the largest K (GRPO loss)", "thr-0.5", "grpo", "pass@maxK", +1),
-    ("p < 0 raises Pass@K at the largest K (GRPO loss)", "thr-0.2", "grpo", "pass@maxK", +1),
+    ("p < 0 raises Pass@K at the largest K (GRPO loss), mid-run", "thr-0.5", "grpo", "mid_pass@maxK", +1),
+    ("p < 0 raises Pass@K at the largest K (GRPO loss), end", "thr-0.5", "grpo", "pass@maxK", +1),
+    ("p < 0 raises Pass@K at the largest K (GRPO loss), mid-run", "thr-0.2", "grpo", "mid_pass@maxK", +1),
     ("p > 0 raises greedy accuracy (GSPO-token)", "gspo/thr+0.5", "gspo/grpo", "greedy", +1),
-    ("p < 0 raises Pass@K at the largest K (GSPO-token)", "gspo/thr-0.5", "gspo/grpo", "pass@maxK", +1),
+    ("p < 0 raises Pass@K at the largest K (GSPO-token), mid-run", "gspo/thr-0.5", "gspo/grpo", "mid_pass@maxK", +1),
     ("p > 0 raises greedy accuracy (Llama)", "llama/thr+0.5", "llama/grpo", "greedy", +1),
     ("p < 0 raises Pass@K at the largest K (Llama)", "llama/thr-0.5", "llama/grpo", "pass@maxK", +1),
     ("network THR: p > 0 raises greedy accuracy", "net+0.5", "grpo", "greedy", +1),
-    ("network THR: p < 0 raises Pass@K at the largest K", "net-0.5", "grpo", "pass@maxK", +1),
+    ("network THR: p < 0 raises Pass@K at the largest K, mid-run", "net-0.5", "grpo", "mid_pass@maxK", +1),
     ("dominant tokens alone roughly match GRPO", "dominant", "grpo", "greedy", 0),
-    ("dominant tokens alone roughly match GRPO", "dominant", "grpo", "pass@maxK", 0),
+    ("dominant tokens alone roughly match GRPO", "dominant", "grpo", "mid_pass@maxK", 0),
     ("cross-token terms matter: THR beats its self-term (p > 0, greedy)", "thr+0.5", "self+0.5", "greedy", +1),
-    ("cross-token terms matter: THR beats its self-term (p < 0, Pass@K)", "thr-0.5", "self-0.5", "pass@maxK", +1),
-    ("clip-higher raises Pass@K at the largest K", "clip-higher", "grpo", "pass@maxK", +1),
+    ("cross-token terms matter: THR beats its self-term (p < 0, Pass@K mid-run)", "thr-0.5", "self-0.5",
+     "mid_pass@maxK", +1),
+    ("clip-higher raises Pass@K at the largest K, mid-run", "clip-higher", "grpo", "mid_pass@maxK", +1),
     ("schedule -0.5 -> +0.5: greedy as good as p = +0.5", "sched-0.5:+0.5", "thr+0.5", "greedy", 0),
-    ("schedule -0.5 -> +0.5: Pass@K as good as p = -0.5", "sched-0.5:+0.5", "thr-0.5", "pass@maxK", 0),
+    ("schedule -0.5 -> +0.5: Pass@K as good as p = -0.5 (end)", "sched-0.5:+0.5", "thr-0.5", "pass@maxK", 0),
     ("schedule -0.5 -> +0.5 beats GRPO on greedy", "sched-0.5:+0.5", "grpo", "greedy", +1),
-    ("schedule -0.5 -> +0.5 beats GRPO on Pass@K", "sched-0.5:+0.5", "grpo", "pass@maxK", +1),
+    ("schedule -0.5 -> +0.5 beats GRPO on Pass@K (end)", "sched-0.5:+0.5", "grpo", "pass@maxK", +1),
     ("p > 0 raises the correct responses' likelihood per update", "thr+0.5", "grpo", "lik_correct", +1),
     ("p < 0 lowers it relative to GRPO", "thr-0.5", "grpo", "lik_correct", -1),
 ]
@@ -193,20 +205,22 @@ def markdown(table: dict[str, dict], settings: dict) -> str:
         "Accuracies in percent on the held-out split, mean ± 95% t-interval half-width over seeds",
         "(n = number of seeds). The gain over base and the `Δ` columns are paired differences (same",
         "seed, same base model and test problems); `Δ` is against the family's plain-GRPO run",
-        "(`grpo`, `gspo/grpo`, `llama/grpo`). `pass@maxK`: Pass@K at the largest K sampled. `clip frac`: share",
+        "(`grpo`, `gspo/grpo`, `llama/grpo`). `pass@maxK`: Pass@K at the largest K sampled; `mid`: at the",
+        "mid-run evaluation (`eval.every`), the others at the end. `clip frac`: share",
         "of response tokens whose importance ratio the clip bound, mean over the run's optimizer steps.",
         "Likelihood: mean over steps of the change of the mean token log-likelihood of the batch's",
         "correct (incorrect) responses across the update, in units of 1e-3 nats.",
         "",
-        "| method | n | greedy | pass@1 | pass@8 | pass@maxK | greedy gain over base | Δgreedy | Δpass@1 | Δpass@maxK | clip frac | lik correct ×1e3 | lik incorrect ×1e3 |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| method | n | greedy | pass@1 | pass@maxK | mid greedy | mid pass@maxK | greedy gain over base | Δgreedy | Δpass@maxK | Δmid greedy | Δmid pass@maxK | clip frac | lik correct ×1e3 | lik incorrect ×1e3 |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for m, row in table.items():
         a, d = row["abs"], row["vs_grpo"]
         lines.append(
-            f"| {m} | {len(row['seeds'])} | {_fmt(a['greedy'])} | {_fmt(a['pass@1'])} | {_fmt(a.get('pass@8'))} | "
-            f"{_fmt(a['pass@maxK'])} | {_fmt(row['vs_base'].get('greedy'))} | {_fmt(d.get('greedy'))} | "
-            f"{_fmt(d.get('pass@1'))} | {_fmt(d.get('pass@maxK'))} | {_fmt(a['clip_frac'])} | "
+            f"| {m} | {len(row['seeds'])} | {_fmt(a['greedy'])} | {_fmt(a['pass@1'])} | {_fmt(a['pass@maxK'])} | "
+            f"{_fmt(a['mid_greedy'])} | {_fmt(a['mid_pass@maxK'])} | {_fmt(row['vs_base'].get('greedy'))} | "
+            f"{_fmt(d.get('greedy'))} | {_fmt(d.get('pass@maxK'))} | {_fmt(d.get('mid_greedy'))} | "
+            f"{_fmt(d.get('mid_pass@maxK'))} | {_fmt(a['clip_frac'])} | "
             f"{_fmt(a['lik_correct'], 1e3, 2)} | {_fmt(a['lik_incorrect'], 1e3, 2)} |"
         )
     return "\n".join(lines) + "\n"

@@ -1,7 +1,7 @@
-"""``\\boxed{}`` / ``\\fbox{}`` answers: brace matching, the last box, and boxes joined by separators.
+"""Boxes for the math verifier's answer extraction: ``\\boxed{}``/``\\fbox{}`` parsing (balanced
+braces, truncation), the last box, and several boxes that hold one answer.
 
-Pure ``re`` code with bounded work per call; :mod:`thr.verifier.extract` builds the full answer
-extraction on it.
+Split out of :mod:`thr.verifier.extract`, which re-exports what it uses. Pure ``re`` code.
 """
 
 from __future__ import annotations
@@ -9,6 +9,22 @@ from __future__ import annotations
 import re
 
 _BOX_RE = re.compile(r"\\(?:boxed|fbox)\b")
+# LaTeX whose backslash escapes were decoded as control characters (a JSON or non-raw Python
+# string: "\boxed" -> backspace + "oxed", "\frac" -> form feed + "rac"). Only characters that
+# never occur in written text are repaired: a tab or a newline may be real ("\t" + "ext" is not
+# taken for "\text").
+_DAMAGED_RE = re.compile(r"[\x07\x08\x0b\x0c](?=[a-zA-Z])")
+_DAMAGED = {"\x07": "\\a", "\x08": "\\b", "\x0b": "\\v", "\x0c": "\\f"}
+
+
+def repair_escapes(text: str) -> str:
+    """Undo escape damage: a bell, backspace, vertical tab or form feed before a letter stands
+    for a backslash and ``a``/``b``/``v``/``f`` (``\\x08oxed{5}`` -> ``\\boxed{5}``,
+    ``\\x0crac{1}{2}`` -> ``\\frac{1}{2}``)."""
+    return _DAMAGED_RE.sub(lambda m: _DAMAGED[m.group(0)], text)
+
+
+_WORD_RE = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{2,}")
 
 
 def _match_braces(text: str, start: int, end: int | None = None) -> int | None:
@@ -85,10 +101,26 @@ def _joins_boxes(between: str) -> bool:
     return bool(_BOX_SEP_RE.search(between))
 
 
+OR_RE = re.compile(r"\bor\b|\\(?:lor|vee)\b")
+_PREFIX_RE = re.compile(r"((?:[a-zA-Z]|\\[a-zA-Z]+)(?:_\{?\w+\}?)?)\s*=\s*(?:\$|\\[(\[])?\s*$")
+
+
+def alternatives_joiner(glues: list[str], before_first: str) -> str:
+    """How several boxes (or math spans) that hold one answer are joined: ``" or "`` when they
+    are alternatives, i.e. the text between them says ``or``/``\\lor`` or each one is assigned to
+    the same variable (``$x=\\boxed{2}$ and $x=\\boxed{-3}$``); ``", "`` (an ordered list)
+    otherwise. Alternatives are compared in any order, an ordered list item by item."""
+    if any(OR_RE.search(g) for g in glues):
+        return " or "
+    names = {m.group(1) if m else None for m in map(_PREFIX_RE.search, [before_first[-40:], *glues])}
+    return " or " if len(names) == 1 and None not in names else ", "
+
+
 def boxed_answer(text: str) -> tuple[bool, str | None]:
     """The boxed answer of ``text``: the last box, merged with the boxes right before it when
-    only separators join them (``x=\\boxed{2}`` and ``x=\\boxed{-3}`` -> ``2, -3``; identical
-    boxes count once). ``(found, answer)`` as in :func:`last_boxed`."""
+    only separators join them (``x=\\boxed{2}`` or ``x=\\boxed{-3}`` -> ``2 or -3``,
+    ``\\boxed{2}, \\boxed{-3}`` -> ``2, -3``: see :func:`alternatives_joiner`; identical boxes
+    count once). ``(found, answer)`` as in :func:`last_boxed`."""
     matches = list(_BOX_RE.finditer(text))
     if not matches:
         return False, None
@@ -96,13 +128,49 @@ def boxed_answer(text: str) -> tuple[bool, str | None]:
     if content is None:
         return True, None
     items = [content]
+    glues = []
     start = matches[-1].start()
     for m in reversed(matches[:-1]):
         end, prev = _parse_box(text, m, start)  # a box before ``start`` must close before it
         if prev is None or not _joins_boxes(text[end:start]):
             break
         items.append(prev)
+        glues.append(text[end:start])
         start = m.start()
     if len(set(items)) == 1:
+        before = text[max(0, start - 40) : start] if "," in content else ""
+        prefix = _PREFIX_RE.search(before) if "=" in before else None
+        if prefix and _has_top_comma(content) and not before[: prefix.start()].rstrip().endswith(","):
+            # "n = \\boxed{1, -2}": the values of n (not "a, b = \\boxed{3, 4}")
+            return True, f"{prefix.group(1)} = {content}"
         return True, content
-    return True, ", ".join(reversed(items))
+    return True, alternatives_joiner(glues, text[:start]).join(reversed(items))
+
+
+def _has_top_comma(s: str) -> bool:
+    """A comma outside all brackets: ``1, -2`` is a list, ``(1, 2)`` and ``\\frac{1,2}`` are not."""
+    depth = 0
+    for c in s:
+        depth += c in "([{"
+        depth -= c in ")]}"
+        if c == "," and depth == 0:
+            return True
+    return False
+
+
+def all_boxes(text: str, *, max_words_between: int | None = None) -> list[str]:
+    """Contents of every box of ``text`` in order; [] when one is truncated or empty, or (with
+    ``max_words_between``) when two boxes are separated by more words than that or by a
+    sentence end."""
+    out = []
+    prev_end = None
+    for m in _BOX_RE.finditer(text):
+        if max_words_between is not None and prev_end is not None:
+            between = text[prev_end : m.start()]
+            if len(_WORD_RE.findall(between)) > max_words_between or re.search(r"[.!?:]", between):
+                return []
+        prev_end, content = _parse_box(text, m, len(text))
+        if content is None:
+            return []
+        out.append(content)
+    return out

@@ -9,10 +9,21 @@ with bounded work per call (linear-time scanning), safe on every sampled complet
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 
-from thr.verifier.boxes import _BOX_GLUE_RE, _BOX_RE, _parse_box, boxed_answer, last_boxed  # noqa: F401 (last_boxed: public)
+from thr.verifier.boxes import (  # noqa: F401 - last_boxed is re-exported (thr.data)
+    _BOX_GLUE_RE,
+    _BOX_RE,
+    _WORD_RE,
+    OR_RE,
+    _parse_box,
+    all_boxes,
+    boxed_answer,
+    last_boxed,
+    repair_escapes,
+)
 
 # ----------------------------------------------------------------------------- extraction
 
@@ -21,24 +32,6 @@ _TURN_TOKEN_RE = re.compile(r"<\|(?:im_start|im_end|endoftext|eot_id|end)\|>|</s
 _THINK_OPEN = "<think>"
 _THINK_CLOSE = "</think>"
 _MAX_ANSWER_CHARS = 2000
-
-
-def all_boxes(text: str, *, max_words_between: int | None = None) -> list[str]:
-    """Contents of every box of ``text`` in order; [] when one is truncated or empty, or (with
-    ``max_words_between``) when two boxes are separated by more words than that or by a
-    sentence end."""
-    out = []
-    prev_end = None
-    for m in _BOX_RE.finditer(text):
-        if max_words_between is not None and prev_end is not None:
-            between = text[prev_end : m.start()]
-            if len(_WORD_RE.findall(between)) > max_words_between or re.search(r"[.!?:]", between):
-                return []
-        prev_end, content = _parse_box(text, m, len(text))
-        if content is None:
-            return []
-        out.append(content)
-    return out
 
 
 _ANSWER_IS_RE = re.compile(
@@ -153,14 +146,22 @@ def _math_spans(text: str) -> list[tuple[int, int, str, bool]]:
     return out
 
 
-def _join_values(values: list[str]) -> str | None:
+def _join_values(values: list[str], joiner: str = ", ") -> str | None:
     """One answer from the values of several math spans or boxes (duplicates count once)."""
     values = [v for v in values if v]
     if not values:
         return None
     if len(set(values)) == 1:
         return values[0]
-    return ", ".join(values)
+    return joiner.join(values)
+
+
+def _run_value(text: str, spans: list[tuple[int, int, str, bool]], run: list[int]) -> str | None:
+    """The answer held by a run of math spans: their values, as alternatives (``" or "``) when
+    ``or`` joins them (``$x=1$ or $x=2$``), else as an ordered list."""
+    betweens = [text[spans[a][1] : spans[b][0]] for a, b in itertools.pairwise(run)]
+    joiner = " or " if any(OR_RE.search(b) for b in betweens) else ", "
+    return _join_values([math_value(spans[k][2]) for k in run], joiner)
 
 
 def _span_run(text: str, spans: list[tuple[int, int, str, bool]], i: int, step: int) -> list[int]:
@@ -201,7 +202,7 @@ def _answer_after_phrase(text: str) -> str | None:
             return None  # an unclosed span
         if not spans[0][3] and "\n" in rest[: spans[0][1]]:
             return None
-        return _join_values([math_value(spans[k][2]) for k in _span_run(rest, spans, 0, 1)])
+        return _run_value(rest, spans, _span_run(rest, spans, 0, 1))
     rest = rest.split("\n", 1)[0].strip()
     rest = re.split(r"\.\s+I hope|\.(?:\s|$)|;\s|,\s+(?=[A-Za-z]{3,})", rest, maxsplit=1)[0]
     rest = rest.strip().rstrip(".").strip()
@@ -239,7 +240,6 @@ _REFERENCE_BEFORE_RE = re.compile(
 _NUMBER_TOKEN_RE = re.compile(r"(?<![\w.])(?:\\?\$)?(?:" + _PLAIN_NUM + r")(?![\w.]*\d)(?!\w)")
 _SIMPLE_ASSIGN_RE = re.compile(r"\s*[a-zA-Z](?:_\{?\w+\}?)?\s*=[^=]+")
 _BOLD_RE = re.compile(r"\*\*([^*]{1,60})\*\*")
-_WORD_RE = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{2,}")
 _QUIET_TAIL_RE = re.compile(r"[\sA-Za-z.,!'()-]{0,60}")
 _DEFINITE_TAIL_RE = re.compile(r"is (?:the|our|my) (?:answer|solution|solution set|result)", re.IGNORECASE)
 
@@ -312,7 +312,7 @@ def _last_display(text: str) -> str | None:
     tail = text[spans[-1][1] :].strip()
     if not _QUIET_TAIL_RE.fullmatch(tail):
         return None
-    return _join_values([math_value(spans[k][2]) for k in _span_run(text, spans, len(spans) - 1, -1)])
+    return _run_value(text, spans, _span_run(text, spans, len(spans) - 1, -1))
 
 
 def _last_line_inline(line: str) -> str | None:
@@ -329,7 +329,7 @@ def _last_line_inline(line: str) -> str | None:
     if not _QUIET_TAIL_RE.fullmatch(tail) or len(tail.split()) > 3:
         return None
     run = _span_run(line, spans, len(spans) - 1, -1)
-    value = _join_values([math_value(spans[k][2]) for k in run])
+    value = _run_value(line, spans, run)
     if value is None:
         return None
     if percent:
@@ -386,6 +386,7 @@ def answer_region(response: str) -> str | None:
     After the last ``</think>`` when the trace is closed; None when a ``<think>`` is opened and
     never closed (the completion was cut off mid-thought); else the whole text.
     """
+    response = repair_escapes(response)
     for m in _TURN_TOKEN_RE.finditer(response):
         if response[: m.start()].strip() and _SPECIAL_TOKEN_RE.sub("", response[: m.start()]).strip():
             response = response[: m.start()]  # the turn ended; what follows is not the answer

@@ -21,14 +21,18 @@ import re
 import time
 from typing import Any
 
-from thr.verifier.extract import all_boxes, answer_region, extract_from_text
-from thr.verifier.worker import _POOL, shutdown_worker, warmup  # noqa: F401 - re-exported API
+from thr.verifier.extract import (
+    all_boxes,
+    answer_region,
+    extract_from_text,
+    repair_escapes,
+)
 from thr.verifier.normalize import (
     as_rational,
     base_number,
     bracketed,
     is_word_answer,
-    normalize_answer,  # noqa: F401 - re-exported API
+    normalize_answer,
     normalize_core,
     rationals_match,
     split_assignment,
@@ -36,19 +40,21 @@ from thr.verifier.normalize import (
     unit_of,
     word_key,
 )
+from thr.verifier.worker import _POOL, shutdown_worker, warmup
 
-__all__ = ["extract_answer", "normalize_answer", "verify", "verify_batch", "warmup", "shutdown_worker"]
+__all__ = ["extract_answer", "normalize_answer", "shutdown_worker", "verify", "verify_batch", "warmup"]
 
 # ----------------------------------------------------------------------------- extraction
 
 
 def extract_answer(response: str) -> str | None:
     """Final answer of a completion, as text (a substring of it, several boxes joined with
-    ``", "``, or the value side of an equation); None when there is none.
+    ``", "`` or, as alternatives, ``" or "``, or the value side of an equation); None when
+    there is none.
 
     Precedence (the first that applies; ``docs/verifier.md`` has the details): the last
     ``\\boxed{...}``/``\\fbox{...}``, merged with the boxes just before it when only separators
-    join them (``x=\\boxed{2}`` or ``x=\\boxed{3}`` -> ``2, 3``); else the answer after the last
+    join them (``x=\\boxed{2}`` or ``x=\\boxed{3}`` -> ``2 or 3``); else the answer after the last
     "final answer is"/"the answer is"/"answer:" phrase or "Final Answer" heading; else GSM8K
     ``#### N``; else the last display math (``\\[..\\]``, ``$$..$$``) at the end; else the final
     line when it is only an answer, holds its last inline math, or states a number
@@ -71,7 +77,7 @@ def _gold_answer(gold: Any) -> str | None:
         return ", ".join(parts) if parts else None
     if gold is None:
         return None
-    gold = str(gold).strip()
+    gold = repair_escapes(str(gold)).strip()
     if not gold:
         return None
     boxed = re.search(r"\\(?:boxed|fbox)\b|####", gold) is not None
@@ -125,8 +131,10 @@ def _decimal_comma_pair(a: str, b: str) -> bool:
 # ----------------------------------------------------------------------------- comparison
 
 
-def _equivalent(gold: str, pred: str, deadline: float, depth: int = 0) -> bool:
-    """Normalised answers equal? Fast path, then containers element-wise, then sympy."""
+def _equivalent(gold: str, pred: str, deadline: float, depth: int = 0, unordered: bool = False) -> bool:
+    """Normalised answers equal? Fast path, then containers element-wise, then sympy. Two bare
+    lists are compared item by item in order, or as multisets when ``unordered`` (a side
+    declares its items alternatives, see :func:`_declares_unordered`)."""
     if depth > 0:
         gold, pred = normalize_core(gold), normalize_core(pred)
     lhs_g, rhs_g = split_assignment(gold)
@@ -157,6 +165,12 @@ def _equivalent(gold: str, pred: str, deadline: float, depth: int = 0) -> bool:
                 return False  # a tuple/interval never equals a bare list
             # one bracketed, one single item: leave it to sympy (e.g. "(1,2)" vs "1<x<2")
         elif len(lg) > 1 or len(lp) > 1:
+            if not (unordered or (_all_assigned(lg) and _all_assigned(lp))):
+                # bare lists are ordered (the MATH grader compares them as written): "4, 10, -2"
+                # is not "10, 4, -2" unless a side says the order does not matter
+                return len(lg) == len(lp) and all(
+                    _equivalent(a, b, deadline, depth + 1) for a, b in zip(lg, lp)
+                )
             if len(set(lg)) == len(lg) and all(bracketed(q) is not None for q in lp):
                 lp = list(dict.fromkeys(lp))  # a solution tuple listed twice is still one solution
             return _unordered_equal(lg, lp, deadline, depth)
@@ -164,6 +178,41 @@ def _equivalent(gold: str, pred: str, deadline: float, depth: int = 0) -> bool:
     if left <= 0.05:
         return False
     return _POOL.compare(gold, pred, left)
+
+
+_ALTERNATIVES_RE = re.compile(r"\bor\b|\\(?:lor|vee|pm|mp)(?![a-zA-Z])|±|∓")
+
+
+def _all_assigned(items: list[str]) -> bool:
+    """Every item is an assignment (``x=1``, ``y=2``): matched by variable, order is moot."""
+    return all(split_assignment(q)[0] is not None for q in items)
+
+
+def _declares_unordered(raw: str, norm: str) -> bool:
+    """Whether an answer (as extracted, before normalisation) says its items are alternatives,
+    whose order does not matter: joined by ``or``/``\\lor`` (several boxes or spans joined so
+    are extracted with ``or``), written with ``\\pm``, all assigned to one variable
+    (``x=1, x=-2``; ``norm`` is ``raw`` normalised), one variable given several values (``n = 1, -2``), or a list of at least
+    two tuples (``(1,2), (2,1)``: the solutions of a system or of a Diophantine equation). A
+    set ``\\{...\\}`` says so too (handled with the brackets)."""
+    if _ALTERNATIVES_RE.search(raw):
+        return True
+    lhs, rhs = split_assignment(norm)
+    if lhs is not None and not lhs.startswith("(") and len(split_top(rhs)) > 1:
+        return True  # "n = 1, -2": one variable, several values
+    items = split_top(norm)
+    if len(items) < 2:
+        return False
+    names = {split_assignment(q)[0] for q in items}
+    if len(names) == 1 and None not in names:
+        return True  # "x=1, x=-2"
+    return all(_is_tuple(normalize_core(q)) for q in items)  # "(1,2), (2,1)": solution tuples
+
+
+def _is_tuple(s: str) -> bool:
+    """A parenthesised tuple of at least two items (``(1, 2)``, ``(0;0;0)`` normalised)."""
+    b = bracketed(s)
+    return b is not None and b[:2] == ("(", ")") and len(b[2]) > 1
 
 
 def _containers_equal(
@@ -216,7 +265,8 @@ def verify(response: str, gold: str, *, timeout_s: float = 2.0) -> bool:
         decimal_comma = _decimal_comma_pair(p, g)  # never the other way: a gold "-2,1" is a list
         if decimal_comma and "{," not in raw and not re.search(r",\s", raw):
             return True  # "1000,99" is 1000.99 ("1{,}5" is a grouping, "3, 75" a list)
-        return _equivalent(g, p, deadline)
+        unordered = ("," in g or "," in p) and (_declares_unordered(gold_raw, g) or _declares_unordered(pred_raw, p))
+        return _equivalent(g, p, deadline, unordered=unordered)
     except Exception:  # noqa: BLE001 - a reward function must not crash training
         return False
 

@@ -9,6 +9,7 @@ guards import sympy lazily and only ever run in the worker subprocess, under its
 
 from __future__ import annotations
 
+import cmath
 import re
 from fractions import Fraction
 from typing import Any
@@ -21,6 +22,11 @@ _REMOVE_TOKENS = (
     "\\left", "\\right", "\\!", "\\,", "\\;", "\\:", "\\displaystyle", "\\bigl", "\\bigr",
     "\\Bigl", "\\Bigr", "\\big", "\\Big", "\\limits",
 )
+# one pass over all spacing/sizing tokens (longest first), not one re.sub per token
+_REMOVE_RE = re.compile(
+    r"(?<!\\)(?:" + "|".join(re.escape(t) for t in sorted(_REMOVE_TOKENS, key=len, reverse=True)) + r")(?![a-zA-Z])"
+)
+_QUAD_SEP_RE = re.compile(r"(?<=[,;])\s*\\q?quad(?![a-zA-Z])|\\q?quad(?![a-zA-Z])\s*(?=[,;])")
 _DEGREE_RE = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|°|\\degree|\^\s*\{\s*\\text\{\s*o\s*\}\s*\}")
 _TEXT_CMD_RE = re.compile(
     r"\\(?:text|textbf|textit|textrm|textsf|texttt|textup|mbox|hbox|mathrm|mathbf|mathit|mathsf|mathtt|textnormal|operatorname)"
@@ -34,6 +40,7 @@ _UNIT_WORD_RE = re.compile(
     r"^(?P<num>[-+]?(?:\d[\d,]*)?\.?\d+)\s+(?:(?:[a-z]{3,}|(?:" + _SHORT_UNITS + r"))(?:\^\{?[23]\}?)?\.?\s*)+$"
 )
 _THOUSANDS_RE = re.compile(r"^[-+]?[1-9]\d{0,2}(?:,\d{3})+(?:\.\d+)?$")
+_ASSIGN_THOUSANDS_RE = re.compile(r"^([a-zA-Z](?:_\{?\w+\}?)?)\s*=\s*([-+]?[1-9]\d{0,2}(?:,\d{3})+(?:\.\d+)?)$")
 _FRAC_SHORT_RE = re.compile(r"\\frac\s*(\d)\s*(\d)")
 _FRAC_HALF_SHORT_RE = re.compile(r"\\frac\s*\{([^{}]*)\}\s*(\d)")
 _SQRT_SHORT_RE = re.compile(r"\\sqrt\s*(\d|[a-zA-Z])")
@@ -173,8 +180,9 @@ def normalize_core(s: str) -> str:
     for uni, tex in _UNICODE_MATH:
         if uni in s:
             s = s.replace(uni, tex)
-    for tok in _REMOVE_TOKENS:
-        s = re.sub(r"(?<!\\)" + re.escape(tok) + r"(?![a-zA-Z])", "", s)
+    if "\\" in s:
+        s = _REMOVE_RE.sub("", s)
+        s = _QUAD_SEP_RE.sub("", s)  # "m = 4, \\quad n = 7"
     s = re.sub(r"(?<!\\)\\ ", " ", s).replace("~", " ").replace("{,}", ",").replace("**", "^")
     s = re.sub(r"\\(?:d|t|c)frac", r"\\frac", s)
     s = _DEGREE_RE.sub("", s)
@@ -196,6 +204,9 @@ def normalize_core(s: str) -> str:
     s = s.strip().rstrip(".").strip()
     if _THOUSANDS_RE.match(s):
         s = s.replace(",", "")
+    m = _ASSIGN_THOUSANDS_RE.match(s)
+    if m:  # "x = 1,000": the thousands rule for the value of a variable
+        s = m.group(1) + "=" + m.group(2).replace(",", "")
     s = _WS_RE.sub(lambda m: m.group(1) + " " if m.group(1) else "", s)
     if ";" in s and "," not in s:  # "(1; 2)", "x=1; x=2": semicolons as separators
         s = s.replace(";", ",")
@@ -203,9 +214,7 @@ def normalize_core(s: str) -> str:
     s = re.sub(r"^\(([A-Z])\)$", r"\1", s)  # multiple-choice "(C)" -> "C"
     if re.fullmatch(r"\{[^{}]*,[^{}]*\}", s):  # "{1,2,3}" written without backslashes: a set
         s = "\\{" + s[1:-1] + "\\}"
-    if s.startswith("+"):
-        s = s[1:]
-    return _expand_pm(s)
+    return _expand_pm(s.removeprefix("+"))
 
 
 def _expand_pm(s: str) -> str:
@@ -383,14 +392,15 @@ _VAR_TOKEN_RE = re.compile(r"(?<![A-Za-z\\])([A-Za-z])(_\{[^{}]*\}|_[A-Za-z0-9])
 
 def parse_is_complete(latex: str, expr: Any) -> bool:
     """Guard against partial parses (math_verify turns ``\\frac{1}{3}E_{1}`` into ``1/3``):
-    every variable letter written in ``latex`` must survive as a symbol or function name.
+    every variable letter written in ``latex`` must survive as a symbol (free, or bound by a
+    sum, product or integral) or function name.
     ``e``/``E``/``i``/``I`` alone may be constants and are not required."""
-    from sympy import Basic
+    from sympy import Basic, Symbol
     from sympy.core.function import AppliedUndef
 
     if not isinstance(expr, Basic):
         return True
-    raw_names = [str(sym) for sym in expr.free_symbols]
+    raw_names = [str(sym) for sym in expr.atoms(Symbol)]  # bound ones too: the k of \sum_{k=0}
     raw_names += [str(f.func) for f in expr.atoms(AppliedUndef)]
     names = set()
     for name in raw_names:  # first letter after any LaTeX command, e.g. "\\dot{x}_{0}" -> "x"
@@ -415,7 +425,7 @@ def _probe_values(expr: Any, symbols: list[Any]) -> list[complex] | None:
     for k in range(len(_PROBE_POINTS)):
         point = {sym: _PROBE_POINTS[(k + i) % len(_PROBE_POINTS)] + 0.1 * i for i, sym in enumerate(symbols)}
         val = complex(expr.evalf(15, subs=point))
-        if val != val or abs(val) == float("inf"):
+        if cmath.isnan(val) or cmath.isinf(val):
             return None
         values.append(val)
     return values
@@ -441,9 +451,11 @@ def numerically_different(g: Any, p: Any) -> bool:
     """Cheap refutation before sympy ``simplify``: True only when the two expressions (or the
     two sides-differences of two equations) evaluate differently at fixed points of their free
     symbols. Undefined functions like ``f(t)`` are treated as extra symbols."""
-    from sympy import Dummy, Eq, Expr
+    from sympy import Dummy, Eq, Expr, Integral, Product, Sum
     from sympy.core.function import AppliedUndef
 
+    if g.has(Sum, Product, Integral) or p.has(Sum, Product, Integral):
+        return False  # evaluating a sum at a non-integer bound is slow (~1 s): no shortcut
     if isinstance(g, Eq) and isinstance(p, Eq):
         g, p, ratio = g.lhs - g.rhs, p.lhs - p.rhs, True
     elif isinstance(g, Expr) and isinstance(p, Expr):

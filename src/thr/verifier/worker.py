@@ -1,15 +1,15 @@
-"""The verifier's ``math_verify`` worker subprocesses: a pool of persistent workers with hard timeouts.
+"""The sympy side of :mod:`thr.verifier`: a pool of persistent ``math_verify`` worker
+subprocesses (JSON lines over pipes, hard wall-clock timeouts) and the worker's own code.
 
-``math_verify`` (LaTeX -> sympy) can hang or blow up on a pathological expression, so every call
-runs in a worker process that speaks JSON lines over pipes; a call that runs past its deadline
-kills its worker (restarted on the next call), never the caller. :func:`warmup` starts the pool in
-the background, :func:`shutdown_worker` stops it; :mod:`thr.verifier.grader` sends the comparisons
-that its fast path cannot decide.
+Split out of ``thr.verifier`` so that the worker process imports only this module and
+``thr.verifier.normalize`` (it registers ``thr`` as a bare package, so ``thr/__init__.py``, which
+imports torch, is not run).
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 import select
@@ -22,13 +22,12 @@ from typing import Any
 from thr.verifier.normalize import numerically_different, parse_is_complete
 
 _WORKER_START_TIMEOUT_S = 120.0
-# The worker needs only this module, thr.verifier.extract and thr.verifier.normalize: register ``thr`` as a bare package
+# The worker needs only this module and thr.verifier.normalize: register ``thr`` as a bare package
 # pointing at its directory so that thr/__init__.py (which may import torch) is not executed.
 _WORKER_BOOT = (
     "import sys, types; pkg = types.ModuleType('thr'); pkg.__path__ = [sys.argv[1]]; "
     "sys.modules['thr'] = pkg; from thr.verifier.worker import _worker_main; _worker_main()"
 )
-
 
 
 # ----------------------------------------------------------------------------- sympy worker
@@ -120,11 +119,9 @@ class _Worker:
         proc, self._proc = self._proc, None
         self._ready = False
         if proc is not None:
-            try:
+            with contextlib.suppress(Exception):  # best effort cleanup
                 proc.kill()
                 proc.wait(timeout=5)
-            except Exception:  # noqa: BLE001 - best effort cleanup
-                pass
 
     def forget(self) -> None:
         """After ``fork()`` in the child: drop the parent's process handle without killing it."""
@@ -240,6 +237,21 @@ def _mv_parse(answer: str) -> list[Any]:
     return parsed
 
 
+def _same_big_operator(g: Any, p: Any) -> bool:
+    """The same sum/product/integral once parsed (sympy orders the factors of a product:
+    ``\\sum_k k a_k`` is ``\\sum_k a_k k``): equal without math_verify's slow symbolic check.
+    Only for these: other equal parses may be degenerate (``1:00`` and ``12:00`` both parse
+    as ``zoo``)."""
+    from sympy import Basic, Integral, Product, Sum, nan, zoo
+
+    return (
+        isinstance(g, Basic)
+        and g.has(Sum, Product, Integral)
+        and not g.has(zoo, nan)
+        and g == p
+    )
+
+
 def _mv_compare(gold: str, pred: str) -> bool:
     """Run inside the worker: parse both with math_verify, refute numerically, else compare."""
     from math_verify import verify as mv_verify
@@ -247,11 +259,11 @@ def _mv_compare(gold: str, pred: str) -> bool:
     g, p = _mv_parse(gold), _mv_parse(pred)
     if not g or not p:
         return False
-    try:
+    if _same_big_operator(g[0], p[0]):
+        return True
+    with contextlib.suppress(Exception):  # the probe is only a shortcut
         if numerically_different(g[0], p[0]):
             return False
-    except Exception:  # noqa: BLE001 - the probe is only a shortcut
-        pass
     return bool(mv_verify(g, p, timeout_seconds=None))
 
 
