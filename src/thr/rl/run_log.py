@@ -101,15 +101,15 @@ class RunLogger:
             self._wandb.finish()
 
 
-def group_records(tokenizer: Any, rollout: Any, batch: Any, old: Any, advantages: torch.Tensor,
-                  token_adv: torch.Tensor, *, group_size: int, n_groups: int) -> list[dict[str, Any]]:
+def group_records(step: Any, tokenizer: Any, n_groups: int) -> list[dict[str, Any]]:
     """Per-token records of the first ``n_groups`` groups of a step, for ``groups.jsonl`` (heat maps).
 
-    ``rollout``: :class:`thr.rl.rollout.Rollout`; ``batch``: its :class:`thr.rl.batch.RolloutBatch`;
-    ``old``: the :class:`thr.rl.old_pass.OldPass`; ``advantages [B]``, ``token_adv [B, T]``.
+    ``step``: the :class:`thr.rl.trainer.StepData` of the step (its rollout, batch, old pass,
+    advantages ``[B]`` and token advantages ``[B, T]``).
     """
-    G, inf = group_size, old.influence
-    thr_vals = advantages[:, None].float() * inf
+    rollout, batch, old = step.rollout, step.batch, step.old
+    G, inf = step.group_size, old.influence
+    thr_vals = step.advantages[:, None].float() * inf
     records = []
     for g in range(min(n_groups, len(rollout.problems))):
         responses = []
@@ -121,13 +121,13 @@ def group_records(tokenizer: Any, rollout: Any, batch: Any, old: Any, advantages
                 "text": rollout.samples[j].text,
                 "reward": score.reward,
                 "correct": score.correct,
-                "advantage": float(advantages[j]),
+                "advantage": float(step.advantages[j]),
                 "tokens": [tokenizer.decode([i]) for i in ids],
                 "thr": _round(thr_vals[j, :n]),
                 "influence": _round(inf[j, :n]),
                 "entropy": _round(old.entropy[j, :n]),
                 "prob": _round(old.log_probs[j, :n].exp()),
-                "token_advantage": _round(token_adv[j, :n]),
+                "token_advantage": _round(step.token_advantages[j, :n]),
             })
         problem = rollout.problems[g]
         records.append({"group": g, "problem": problem.problem, "answer": problem.answer, "responses": responses})

@@ -25,6 +25,7 @@ import os
 import shutil
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,26 @@ from thr.rl.rollout import Rollout, sample_rollout
 from thr.rl.run_log import RunLogger, group_records, truncate_jsonl
 from thr.rl.steering import steer
 from thr.rl.update import update_policy
+
+
+@dataclass
+class StepData:
+    """What one step computed, for its logs (``B`` responses in groups of ``group_size``).
+
+    rollout: the sampled, scored responses.
+    batch: their padded tensors.
+    old: the old-policy pass (log-probs, entropy, influence).
+    advantages: ``[B]`` group advantages.
+    token_advantages: ``[B, T]`` the token advantages the update trained on.
+    group_size: G.
+    """
+
+    rollout: Rollout
+    batch: RolloutBatch
+    old: OldPass
+    advantages: torch.Tensor
+    token_advantages: torch.Tensor
+    group_size: int
 
 
 class Trainer:
@@ -261,8 +282,8 @@ class Trainer:
         }
         metrics["time/thr_share"] = thr_time / max(metrics["time/step"], 1e-9)
         if cfg.log.groups_every and step % cfg.log.groups_every == 0:
-            for rec in group_records(self.tokenizer, rollout, batch, old, advantages, token_adv, group_size=G,
-                                     n_groups=cfg.log.groups_per_log):
+            step_data = StepData(rollout, batch, old, advantages, token_adv, G)
+            for rec in group_records(step_data, self.tokenizer, cfg.log.groups_per_log):
                 self.logger.log(step, rec, file="groups.jsonl")
         return metrics
 
