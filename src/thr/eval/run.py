@@ -241,7 +241,7 @@ def cli_main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if any(a in ("-h", "--help", "help") for a in argv):
         print(usage(EvalConfig(), "eval", "Greedy accuracy and Pass@K on math benchmarks; writes OUTPUT_DIR/"
-                    "generations.jsonl, results.json, results.md, pass_at_k.png.", "src/thr/eval/evaluate.py, "
+                    "generations.jsonl, results.json, results.md, pass_at_k.png.", "src/thr/eval/run.py, "
                     "docs/evaluation.md"))
         return 0
     try:

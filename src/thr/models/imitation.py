@@ -101,8 +101,8 @@ def evaluate_policy(
 ) -> dict[str, float]:
     """Accuracy statistics of ``k`` completions per problem (greedy when ``temperature`` is 0).
 
-    Returns ``accuracy`` (mean over all completions), ``pass_at_k`` (a problem counts when any
-    completion is right), ``mixed`` (fraction of problems with some right and some wrong
+    Returns ``accuracy`` (mean over all completions), ``any_correct`` (a problem counts when any
+    of its ``k`` completions is right: the unbiased Pass@K of ``thr.eval.evaluate`` with n = k), ``mixed`` (fraction of problems with some right and some wrong
     completions: the groups GRPO learns from), ``boxed`` (completions with a ``\\boxed{}`` that
     end with eos) and ``n_problems``. Scored with ``thr.verifier.verify`` and, for a built-in
     ``task``, its full check of the worked solution (the trainer's reward rule).
@@ -116,7 +116,7 @@ def evaluate_policy(
     check = solution_checker(task) if task else None
 
     if not problems:
-        return {"accuracy": 0.0, "pass_at_k": 0.0, "mixed": 0.0, "boxed": 0.0, "n_problems": 0}
+        return {"accuracy": 0.0, "any_correct": 0.0, "mixed": 0.0, "boxed": 0.0, "n_problems": 0}
     prompts = [format_prompt(tokenizer, p["problem"], PROMPT_TEMPLATE) for p in problems]
     samples = generate(
         model,
@@ -138,7 +138,7 @@ def evaluate_policy(
     n = len(problems)
     return {
         "accuracy": sum(map(sum, right)) / (n * k),
-        "pass_at_k": sum(any(r) for r in right) / n,
+        "any_correct": sum(any(r) for r in right) / n,
         "mixed": sum(any(r) and not all(r) for r in right) / n,
         "boxed": sum(formed) / len(formed),
         "n_problems": n,
