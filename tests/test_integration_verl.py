@@ -216,3 +216,28 @@ def test_registration_against_verl():
         plugin._ADVANTAGE_CONTEXT["active"] = False
     ref, _ = core_algos.compute_grpo_outcome_advantage(token_level_rewards=rewards, response_mask=mask, index=index)
     torch.testing.assert_close(adv, ref)
+
+
+def test_apply_thr_keeps_verl_padding_rows_out_of_metrics_and_advantages():
+    G, p = 4, 0.5
+    states, ids, mask, W, rewards, uids, _ = make_groups(G=G)
+    gid = torch.arange(len(uids)) // G
+    mean = torch.zeros(3).index_add_(0, gid, rewards) / G
+    seq_adv = rewards - mean[gid]
+    verl_adv = seq_adv[:, None] * mask
+    infl = token_influence(states, W, ids, mask, seq_adv > 0, group_size=G).float()
+    want, want_metrics = apply_thr(verl_adv, infl, mask.float(), rewards, uids, THRSettings(mode="reweight", p=p))
+    n_pad, T = 4, mask.shape[1]  # verl's synthetic rows: one masked-out token, reward 0, their own uid
+
+    def pad(x, v=0.0):
+        return torch.cat([x, torch.full((n_pad, *x.shape[1:]), v, dtype=x.dtype)])
+
+    padding = [False] * len(uids) + [True] * n_pad
+    got, metrics = apply_thr(pad(verl_adv), pad(infl, 0.7), pad(mask.float()), pad(rewards), uids + ["pad0"] * n_pad,
+                             THRSettings(mode="reweight", p=p), is_padding=padding)
+    assert metrics == want_metrics  # e.g. frac_positive_responses over the 12 real rows, not 16
+    torch.testing.assert_close(got[: len(uids)], want)
+    assert torch.equal(got[len(uids):], torch.zeros(n_pad, T))
+    _, diluted = apply_thr(pad(verl_adv), pad(infl), pad(mask.float()), pad(rewards), uids + ["pad0"] * n_pad,
+                           THRSettings(mode="reweight", p=p))  # without the flags: what the plugin reported before
+    assert diluted["thr/frac_positive_responses"] < want_metrics["thr/frac_positive_responses"]

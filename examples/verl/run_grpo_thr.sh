@@ -8,7 +8,9 @@
 #   THR_MODE=off bash examples/verl/run_grpo_thr.sh        # plain GRPO, THR metrics still logged
 #
 # The plugin must be imported in every Ray process: VERL_USE_EXTERNAL_MODULES goes through
-# ray_init.runtime_env.env_vars below, together with the THR_* settings.
+# ray_init.runtime_env.env_vars below, together with all nine THR_* settings. Each value is
+# quoted for Hydra ('0.2', not 0.2): unquoted, Hydra reads numbers as floats and ray.init
+# refuses the runtime env (env_vars must be Dict[str, str]).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -21,11 +23,20 @@ THR_MODE=${THR_MODE:-reweight}
 THR_P=${THR_P:-0.2}
 THR_THRESHOLD=${THR_THRESHOLD:-nthr}
 THR_BETA=${THR_BETA:-1.0}
+THR_QUANTILE=${THR_QUANTILE:-0.2}
+THR_VALUE=${THR_VALUE:-0.0}
 THR_POSITIVE_REWARD=${THR_POSITIVE_REWARD:-1.0}
+THR_CHUNK_SIZE=${THR_CHUNK_SIZE:-1024}
+THR_METHOD=${THR_METHOD:-auto}
+THR_VARS=(THR_MODE THR_P THR_THRESHOLD THR_BETA THR_QUANTILE THR_VALUE THR_POSITIVE_REWARD THR_CHUNK_SIZE THR_METHOD)
 
 export VERL_USE_EXTERNAL_MODULES=thr.integrations.verl
-export THR_MODE THR_P THR_THRESHOLD THR_BETA THR_POSITIVE_REWARD
+export "${THR_VARS[@]}"
 ENV=+ray_kwargs.ray_init.runtime_env.env_vars
+RAY_ENV=("$ENV.VERL_USE_EXTERNAL_MODULES='thr.integrations.verl'")
+for name in "${THR_VARS[@]}"; do
+  RAY_ENV+=("$ENV.$name='${!name}'")  # quoted: a string for Hydra, as ray requires
+done
 
 python3 -m verl.trainer.main_ppo \
   algorithm.adv_estimator=grpo_thr \
@@ -64,10 +75,5 @@ python3 -m verl.trainer.main_ppo \
   trainer.logger='["console"]' \
   trainer.project_name=thr \
   trainer.experiment_name="grpo-thr-p${THR_P}-${LOSS_MODE}" \
-  "$ENV.VERL_USE_EXTERNAL_MODULES=thr.integrations.verl" \
-  "$ENV.THR_MODE=$THR_MODE" \
-  "$ENV.THR_P=$THR_P" \
-  "$ENV.THR_THRESHOLD=$THR_THRESHOLD" \
-  "$ENV.THR_BETA=$THR_BETA" \
-  "$ENV.THR_POSITIVE_REWARD=$THR_POSITIVE_REWARD" \
+  "${RAY_ENV[@]}" \
   "$@"

@@ -108,10 +108,11 @@ def summarize(runs: dict[str, dict[int, dict]]) -> dict[str, dict]:
     table = {}
     for m, by_seed in runs.items():
         row = {"seeds": sorted(by_seed), "abs": {}, "vs_grpo": {}, "vs_base": {}, "curve": {}}
+        records = list({id(r): r for r in by_seed.values()}.values())  # a shared base model counts once
         for key in SCALARS:
-            row["abs"][key] = mean_ci([r[key] for r in by_seed.values()])
-        ks = sorted({k for r in by_seed.values() for k in r["pass_at_k"]})
-        row["curve"] = {k: mean_ci([r["pass_at_k"].get(k) for r in by_seed.values()]) for k in ks}
+            row["abs"][key] = mean_ci([r[key] for r in records])
+        ks = sorted({k for r in records for k in r["pass_at_k"]})
+        row["curve"] = {k: mean_ci([r["pass_at_k"].get(k) for r in records]) for k in ks}
         if not m.startswith("base-"):
             for ref_name, field in ((baseline_of(m), "vs_grpo"), (f"base-{arch_of(m)}", "vs_base")):
                 ref = runs.get(ref_name, {})
@@ -206,8 +207,9 @@ def markdown(table: dict[str, dict], settings: dict) -> str:
         "(n = number of seeds). The gain over base and the `Δ` columns are paired differences (same",
         "seed, same base model and test problems); `Δ` is against the family's plain-GRPO run",
         "(`grpo`, `gspo/grpo`, `llama/grpo`). `pass@maxK`: Pass@K at the largest K sampled; `mid`: at the",
-        "mid-run evaluation (`eval.every`), the others at the end. `clip frac`: share",
-        "of response tokens whose importance ratio the clip bound, mean over the run's optimizer steps.",
+        "mid-run evaluation (`eval.every`), the others at the end. `clip frac`: percent of response",
+        "tokens whose importance ratio the clip bound, mean over the run's optimizer steps. The base",
+        "model is shared by every seed and scored once (n = 1).",
         "Likelihood: mean over steps of the change of the mean token log-likelihood of the batch's",
         "correct (incorrect) responses across the update, in units of 1e-3 nats.",
         "",
@@ -217,10 +219,10 @@ def markdown(table: dict[str, dict], settings: dict) -> str:
     for m, row in table.items():
         a, d = row["abs"], row["vs_grpo"]
         lines.append(
-            f"| {m} | {len(row['seeds'])} | {_fmt(a['greedy'])} | {_fmt(a['pass@1'])} | {_fmt(a['pass@maxK'])} | "
+            f"| {m} | {row['abs']['greedy']['n']} | {_fmt(a['greedy'])} | {_fmt(a['pass@1'])} | {_fmt(a['pass@maxK'])} | "
             f"{_fmt(a['mid_greedy'])} | {_fmt(a['mid_pass@maxK'])} | {_fmt(row['vs_base'].get('greedy'))} | "
             f"{_fmt(d.get('greedy'))} | {_fmt(d.get('pass@maxK'))} | {_fmt(d.get('mid_greedy'))} | "
-            f"{_fmt(d.get('mid_pass@maxK'))} | {_fmt(a['clip_frac'])} | "
+            f"{_fmt(d.get('mid_pass@maxK'))} | {_fmt(a['clip_frac'], 100, 3)} | "
             f"{_fmt(a['lik_correct'], 1e3, 2)} | {_fmt(a['lik_incorrect'], 1e3, 2)} |"
         )
     return "\n".join(lines) + "\n"

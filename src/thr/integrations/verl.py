@@ -16,12 +16,14 @@ What it does in one step of verl's v1 trainer (``verl/trainer/ppo/v1/trainer_bas
 2. ``_compute_old_log_prob``: the trainer flags the batch; on each worker the FSDP engine's
    forward hook records the backbone's last hidden states (after the final norm) that predict the
    response tokens (packed layout: positions ``[end_i - R_i - 1, end_i - 1)``, verl's own rule in
-   ``response_from_nested``), and after the last micro-batch :func:`rank_influence` scores every
-   token against the positive responses of its group (groups by ``uid``, rewards from
-   ``rm_scores``). Only the influence (one float per token) leaves the worker, as the field
-   ``thr_influence`` next to ``log_probs``.
+   ``response_from_nested``) and moves them to host memory; after the last micro-batch
+   :func:`influence_field` scores every token against the positive responses of its group (groups
+   by ``uid``, rewards from ``rm_scores``) on the LM head's device, one group at a time. Only the
+   influence (one float per token) leaves the worker, as the field ``thr_influence`` next to
+   ``log_probs``. The worker side is pure torch in :mod:`thr.integrations._verl_worker`.
 3. ``_compute_advantage``: after the GRPO advantages, :func:`apply_thr` turns influence into THR,
-   thresholds and token weights and multiplies them into ``advantages``. verl's ``vanilla``
+   thresholds and token weights and multiplies them into ``advantages`` (verl's synthetic padding
+   rows, tagged ``is_padding``, are left alone and count in no metric). verl's ``vanilla``
    (PPO-clip) and ``gspo`` (already GSPO-token: ``sg[s_i] * pi / sg[pi]``) losses use token
    advantages as they are, so no policy loss is replaced.
 
@@ -41,9 +43,17 @@ from typing import Any, Callable, Sequence
 import torch
 
 from thr.config import from_env
-from thr.core import group_advantages, masked_mean, token_influence
-from thr.integrations._groups import balance_groups, check_complete_groups, dense_group_ids, positive_responses
+from thr.core import masked_mean
+from thr.integrations._groups import balance_groups, dense_group_ids, positive_responses
 from thr.rl.steering import THRSettings, steer
+from thr.integrations._verl_worker import (  # noqa: F401 - re-exported: the plugin's worker side
+    influence_field,
+    rank_influence,
+    response_states,
+    response_values,
+    sequence_layout,
+    states_to_host,
+)
 
 ESTIMATOR = "grpo_thr"
 INFLUENCE_FIELD = "thr_influence"
@@ -64,119 +74,6 @@ def settings_from_env(env: dict[str, str] | None = None) -> THRSettings:
     return settings
 
 
-# ============================================================================= worker side (pure)
-
-
-def response_states(
-    hidden: torch.Tensor, seq_lens: Sequence[int], response_lens: Sequence[int], *, packed: bool
-) -> list[torch.Tensor]:
-    """States predicting each response token, one ``[R_i, d]`` tensor per sequence.
-
-    ``packed``: ``hidden`` is ``[1, N(+pad), d]`` (or ``[N, d]``) with the sequences (prompt then
-    response, no padding) back to back; sequence ``i`` ends at ``end_i = sum(seq_lens[:i+1])``
-    and its response tokens are predicted at ``[end_i - R_i - 1, end_i - 1)``. Otherwise
-    ``hidden`` is ``[b, max_len, d]`` with each sequence left-aligned: rows ``[L_i - R_i - 1, L_i - 1)``.
-    """
-    if len(seq_lens) != len(response_lens):
-        raise ValueError(f"{len(seq_lens)} sequence lengths but {len(response_lens)} response lengths")
-    out = []
-    if packed:
-        flat = hidden.reshape(-1, hidden.shape[-1])
-        end = 0
-        for L, R in zip(seq_lens, response_lens):
-            end += int(L)
-            if int(L) - int(R) < 1:
-                raise ValueError(f"sequence of length {L} with a response of {R}: THR needs a non-empty prompt")
-            out.append(flat[end - int(R) - 1 : end - 1])
-        if end > flat.shape[0]:
-            raise ValueError(f"sequences hold {end} tokens but the packed states only {flat.shape[0]}")
-        return out
-    for i, (L, R) in enumerate(zip(seq_lens, response_lens)):
-        if int(L) - int(R) < 1:
-            raise ValueError(f"sequence of length {L} with a response of {R}: THR needs a non-empty prompt")
-        out.append(hidden[i, int(L) - int(R) - 1 : int(L) - 1])
-    return out
-
-
-def sequence_layout(values: Sequence[torch.Tensor], seq_lens: Sequence[int], response_lens: Sequence[int]) -> torch.Tensor:
-    """Per-response values ``[R_i]`` placed like verl's packed log-probs: ``[sum L_i]``, zeros elsewhere.
-
-    The inverse of verl's ``response_from_nested`` (value at ``end_i - R_i - 1 + k`` belongs to
-    response token ``k``), so the driver reads the result exactly like ``old_log_probs``.
-    """
-    total = int(sum(int(L) for L in seq_lens))
-    ref = values[0] if len(values) else torch.zeros(0)
-    flat = torch.zeros(total, dtype=ref.dtype, device=ref.device)
-    end = 0
-    for v, L, R in zip(values, seq_lens, response_lens):
-        end += int(L)
-        flat[end - int(R) - 1 : end - 1] = v
-    return flat
-
-
-def response_values(flat: torch.Tensor, seq_lens: Sequence[int], response_lens: Sequence[int]) -> list[torch.Tensor]:
-    """verl's ``response_from_nested`` rule on a flat ``[sum L_i]`` tensor: the inverse of :func:`sequence_layout`."""
-    out, end = [], 0
-    for L, R in zip(seq_lens, response_lens):
-        end += int(L)
-        out.append(flat[end - int(R) - 1 : end - 1])
-    return out
-
-
-def _pad(rows: Sequence[torch.Tensor], value: float = 0.0) -> torch.Tensor:
-    width = max((r.shape[0] for r in rows), default=0)
-    out = rows[0].new_full((len(rows), width, *rows[0].shape[1:]), value)
-    for i, r in enumerate(rows):
-        out[i, : r.shape[0]] = r
-    return out
-
-
-@torch.no_grad()
-def rank_influence(
-    states: Sequence[torch.Tensor],
-    response_ids: Sequence[torch.Tensor],
-    response_masks: Sequence[torch.Tensor],
-    uids: Sequence[Any],
-    rewards: torch.Tensor,
-    lm_head_weight: torch.Tensor,
-    *,
-    group_size: int,
-    temperature: float = 1.0,
-    positive_reward: float | None = None,
-    chunk_size: int = 1024,
-    method: str = "auto",
-) -> list[torch.Tensor]:
-    """Influence of every response token of one rank's rows, ``[R_i]`` float32 each.
-
-    Rows may come in any order (verl reorders them); groups are rebuilt from ``uids``. Every
-    group with mixed rewards must be complete on this rank (``group_size`` rows). P is
-    ``rewards >= positive_reward``, or the rows above their group's mean reward when ``None``
-    (``A_j > 0``). Groups are scored one at a time, so the padded buffer is one group's.
-    """
-    B = len(states)
-    if not (len(response_ids) == len(response_masks) == len(uids) == B == rewards.shape[0]):
-        raise ValueError("states, response_ids, response_masks, uids and rewards must describe the same rows")
-    gid = dense_group_ids(uids)
-    rewards = rewards.detach().double().cpu()
-    check_complete_groups(gid, rewards, group_size)
-    centered, _ = group_advantages(rewards, group_ids=gid, mode="drgrpo")
-    positive = positive_responses(rewards, centered, positive_reward)
-    out: list[torch.Tensor] = [torch.zeros(s.shape[0], dtype=torch.float32, device=s.device) for s in states]
-    for g in range(int(gid.max()) + 1 if B else 0):
-        rows = (gid == g).nonzero().squeeze(1).tolist()
-        pos = positive[rows]
-        masks = _pad([response_masks[r].bool() for r in rows], False)
-        if not bool(pos.any()) or not bool(masks.any()):
-            continue
-        s = token_influence(
-            _pad([states[r] for r in rows]), lm_head_weight, _pad([response_ids[r].long() for r in rows]), masks,
-            pos.to(states[rows[0]].device), temperature=temperature, chunk_size=chunk_size, method=method,
-        )
-        for i, r in enumerate(rows):
-            out[r] = s[i, : states[r].shape[0]].float()
-    return out
-
-
 # ============================================================================= driver side (pure)
 
 
@@ -187,22 +84,32 @@ def apply_thr(
     rewards: torch.Tensor,
     uids: Sequence[Any],
     settings: THRSettings,
+    is_padding: Sequence[bool] | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """THR-steered token advantages ``[B, T]`` from verl's GRPO advantages ``[B, T]``.
 
     verl's GRPO advantage is ``A_j`` on every valid token of response ``j``; ``A_j`` is read back
     as the masked row mean. Groups come from ``uids`` (any row order), P from ``rewards``/``A``
-    (see :class:`THRSettings`). ``mode="off"`` returns ``advantages`` unchanged (metrics only).
+    (see :class:`THRSettings`). ``is_padding`` marks verl's synthetic padding rows (its
+    ``is_padding`` tag): they keep their advantages and count in no metric. ``mode="off"``
+    returns ``advantages`` unchanged (metrics only).
     """
-    mask = response_mask.bool()
-    seq_adv = masked_mean(advantages, mask, dim=1)
-    positive = positive_responses(rewards.to(seq_adv.device), seq_adv, settings.positive_reward)
-    gid = dense_group_ids(uids).to(advantages.device)
-    token_adv, metrics = steer(settings, seq_adv, influence.to(advantages.device), mask, positive, group_ids=gid)
+    real = torch.ones(advantages.shape[0], dtype=torch.bool) if is_padding is None else ~torch.tensor(
+        [bool(x) for x in is_padding], dtype=torch.bool).reshape(-1)
+    if real.shape[0] != advantages.shape[0]:
+        raise ValueError(f"is_padding has {real.shape[0]} rows, advantages {advantages.shape[0]}")
+    rows = real.nonzero().squeeze(1).tolist()
+    mask = response_mask.bool()[rows]
+    seq_adv = masked_mean(advantages[rows], mask, dim=1)
+    positive = positive_responses(rewards[rows].to(seq_adv.device), seq_adv, settings.positive_reward)
+    gid = dense_group_ids([uids[r] for r in rows]).to(advantages.device)
+    token_adv, metrics = steer(settings, seq_adv, influence[rows].to(advantages.device), mask, positive, group_ids=gid)
     metrics["thr/frac_positive_responses"] = float(positive.float().mean()) if positive.numel() else 0.0
     if settings.mode == "off":
         return advantages, metrics
-    return token_adv.to(advantages.dtype), metrics
+    out = advantages.clone()
+    out[rows] = token_adv.to(advantages.dtype)
+    return out, metrics
 
 
 # ============================================================================= verl layer
@@ -324,7 +231,7 @@ def _patch_fsdp_engine(impl: Any) -> None:
         resp_lens = _jagged_lengths(micro_batch["response_mask"], "response_mask")
         packed = bool(_non_tensor(micro_batch, "use_remove_padding", True))
         states = response_states(captured[-1], seq_lens, resp_lens, packed=packed)
-        output["model_output"][_STATES_KEY] = torch.nested.as_nested_tensor(states, layout=torch.jagged)
+        output["model_output"][_STATES_KEY] = states_to_host(states)  # off the GPU until the influence step
         return loss, output
 
     def infer_batch(self, data, loss_function=None):
@@ -339,19 +246,31 @@ def _patch_fsdp_engine(impl: Any) -> None:
             return out
         states = model_output.pop(_STATES_KEY).unbind()
         ids = _field(data, "input_ids")
-        seq_lens = _jagged_lengths(ids, "input_ids")
-        masks = _field(data, "response_mask").unbind()
-        resp_lens = [int(m.shape[0]) for m in masks]
+        _jagged_lengths(ids, "input_ids")
         rewards = torch.stack([r.float().sum() for r in _field(data, "rm_scores").unbind()])
-        infl = rank_influence(
-            states, [s[-R:] for s, R in zip(ids.unbind(), resp_lens)], masks, _as_list(_field(data, "uid")), rewards, weight,
-            group_size=cfg["group_size"], temperature=cfg["temperature"], positive_reward=cfg["positive_reward"],
-            chunk_size=cfg["chunk_size"], method=cfg["method"])
-        flat = sequence_layout(infl, seq_lens, resp_lens)
-        model_output[INFLUENCE_FIELD] = torch.nested.nested_tensor_from_jagged(flat, ids.offsets())
+        model_output[INFLUENCE_FIELD] = influence_field(
+            states, ids, _field(data, "response_mask").unbind(), _as_list(_field(data, "uid")), rewards, weight, cfg)
         return out
 
     cls.forward_step, cls.infer_batch = forward_step, infer_batch
+
+
+def _put_thr_advantages(tb: Any, batch: Any, padding: list[bool], metrics: dict) -> Any:
+    """Driver: read GRPO advantages and influence from TransferQueue, write the THR advantages back."""
+    fields = ["advantages", INFLUENCE_FIELD, "response_mask", "rm_scores", "uid"]
+    try:
+        data = tb.tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=fields)
+    except Exception as err:  # noqa: BLE001 - re-raised with the likely cause
+        raise RuntimeError(f"THR: could not read {fields} ({err}); did the workers load the plugin? Pass "
+                           "VERL_USE_EXTERNAL_MODULES=thr.integrations.verl through ray_init.runtime_env.env_vars") from err
+    resp_mask = data["response_mask"]
+    influence = tb.response_from_nested(data[INFLUENCE_FIELD], resp_mask)
+    dense = [torch.nested.to_padded_tensor(v.float(), 0.0) for v in (data["advantages"], influence, resp_mask)]
+    rewards = torch.stack([r.float().sum() for r in data["rm_scores"].unbind()])
+    adv, thr_metrics = apply_thr(*dense, rewards, _as_list(data["uid"]), settings_from_env(), padding)
+    metrics.update(thr_metrics)
+    out = tb.TensorDict({"advantages": tb.response_to_nested(adv, resp_mask)}, batch_size=len(batch))
+    return tb.tq.kv_batch_put(keys=batch.keys, partition_id=batch.partition_id, fields=out)
 
 
 def _patch_trainer(tb: Any) -> None:
@@ -405,25 +324,13 @@ def _patch_trainer(tb: Any) -> None:
     def _compute_advantage(self, batch, metrics):
         if not active(self):
             return orig_adv(self, batch, metrics)
+        padding = [bool(tag.get("is_padding", False)) for tag in batch.tags]  # verl's synthetic rows
         _ADVANTAGE_CONTEXT["active"] = True
         try:
             batch = orig_adv(self, batch, metrics)
         finally:
             _ADVANTAGE_CONTEXT["active"] = False
-        fields = ["advantages", INFLUENCE_FIELD, "response_mask", "rm_scores", "uid"]
-        try:
-            data = tb.tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=fields)
-        except Exception as err:  # noqa: BLE001 - re-raised with the likely cause
-            raise RuntimeError(f"THR: could not read {fields} ({err}); did the workers load the plugin? Pass "
-                               "VERL_USE_EXTERNAL_MODULES=thr.integrations.verl through ray_init.runtime_env.env_vars") from err
-        resp_mask = data["response_mask"]
-        influence = tb.response_from_nested(data[INFLUENCE_FIELD], resp_mask)
-        dense = [torch.nested.to_padded_tensor(v.float(), 0.0) for v in (data["advantages"], influence, resp_mask)]
-        rewards = torch.stack([r.float().sum() for r in data["rm_scores"].unbind()])
-        adv, thr_metrics = apply_thr(*dense, rewards, _as_list(data["uid"]), settings_from_env())
-        metrics.update(thr_metrics)
-        out = tb.TensorDict({"advantages": tb.response_to_nested(adv, resp_mask)}, batch_size=len(batch))
-        return tb.tq.kv_batch_put(keys=batch.keys, partition_id=batch.partition_id, fields=out)
+        return _put_thr_advantages(tb, batch, padding, metrics)
 
     cls._balance_batch, cls._compute_old_log_prob, cls._compute_advantage = (
         _balance_batch, _compute_old_log_prob, _compute_advantage)
