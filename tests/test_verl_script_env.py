@@ -89,7 +89,7 @@ def test_script_overrides_pass_ray_init(tmp_path, monkeypatch):
     got = ray_init_like_verl(config)
     assert got["VERL_USE_EXTERNAL_MODULES"] == "thr.integrations.verl"
     assert (got["THR_P"], got["THR_CHUNK_SIZE"], got["THR_POSITIVE_REWARD"], got["THR_MODE"]) == ("0.3", "512", "1", "reweight")
-    from thr.integrations.verl import THRSettings
+    from thr.integrations.verl import settings_from_env
 
-    s = THRSettings.from_env(got)  # what the workers will read
+    s = settings_from_env(got)  # what the workers will read
     assert (s.p, s.chunk_size, s.positive_reward, s.quantile, s.method) == (0.3, 512, 1.0, 0.2, "auto")
