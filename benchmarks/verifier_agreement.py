@@ -16,8 +16,8 @@ Prints one JSON object:
   gold as ``... \\boxed{GOLD}``, should verify), ``unboxed`` (the gold in Minerva's sentence
   ``The final answer is $GOLD$. I hope it is correct.``, should verify), ``cross`` (a
   neighbouring different gold, should not), ``reformatted`` (a value-preserving rewrite:
-  ``\\dfrac``, ``\\left(``, separators, ``.0``, a bare list reversed as ``or``-joined
-  alternatives; should verify) and
+  ``\\dfrac``, ``\\left(``, separators, ``.0``, a bare list written as ``or``-joined
+  alternatives in its order; should verify) and
   ``perturbed`` (first digit changed; should not). Correct counts for both verifiers,
   false accepts / rejects, agreement, and the disagreements.
 - ``timing``: per set, mean / median / p99 wall time of one call and verifications per second,

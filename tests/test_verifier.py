@@ -101,6 +101,13 @@ def test_arithmetic_task_format_unchanged() -> None:
         ("$x=\\boxed{1}$ and $x=\\boxed{2}$", "1 or 2"),  # one variable, two values
         ("\\boxed{1}, \\boxed{2}", "1, 2"),  # an ordered list
         ("so $n = \\boxed{1, -2}$", "n = 1, -2"),  # the variable of a boxed list is kept
+        ("the sides $p$ and $q = \\boxed{4, 1}$", "4, 1"),  # q does not name both values
+        ("$s = \\boxed{4}$ and $r = \\boxed{1}$", "s = 4, r = 1"),  # boxes keep different variables
+        ("$s = \\boxed{4}$ or $r = \\boxed{1}$", "s = 4 or r = 1"),
+        ("<think>a</think>b <think>\\boxed{6}", None),  # a trace reopened and never closed
+        ("So the answer is $z = 4$ or", None),  # cut off after "or"
+        ("So the answer is \\boxed{4} and $z =", None),  # cut off inside the next span
+        ("So the answer is $z = 4$ or $z = 5$", "z = 4 or z = 5"),
         ("\x08oxed{7}", "7"),  # escape damage: backspace + "oxed" is \\boxed
         ("\\boxed{1}. But that fails, so \\boxed{2}", "2"),
         ("\\boxed{1}\\boxed{2}", "2"),
@@ -160,6 +167,18 @@ def test_extract_answer(response: str, answer: str | None) -> None:
         ("(1;2)", "(1,2)"),
         ("x = \\pm 3", "3,-3"),
         ("x=1 \\lor x=6", "x=1,x=6"),
+        ("3\\,1", "3~1"),  # a gap between digits that groups no thousands: no number
+        ("3\\ 1/4", "3~1/4"),
+        ("\\log_2 8", "\\log_28"),  # an index is no digit group
+        ("1\\,234\\,567", "1234567"),
+        ("7 or 250", "7,250"),  # a separator made from "or" groups no thousands
+        ("k = 5 \\lor 125", "5,125"),
+        ("6,\\quad 125", "6,125"),
+        ("6\\quad,125", "6,125"),
+        ("3,000, 4", "3000,4"),  # a thousands number as an item of a comma-space list
+        ("3,000,4", "3,000,4"),
+        ("8 \\text{ or more}", "8,more"),  # a hedge is no unit
+        ("8 \\text{ apples}", "8"),
     ],
 )
 def test_normalize_answer(raw: str, norm: str) -> None:
@@ -309,12 +328,12 @@ def cross_pairs(golds: list[str]) -> list[tuple[str, str]]:
 
 def reformat_gold(gold: str) -> str | None:
     """A value-preserving rewrite of a gold (``\\dfrac``, ``\\left(``, separators, spacing,
-    a bare list reversed as ``or``-joined alternatives); None when no rewrite applies."""
+    a bare list written as ``or``-joined alternatives in its order); None when no rewrite applies."""
     out = gold.replace("\\frac", "\\dfrac")
     parts = [q.strip() for q in out.split(",")]
     thousands = re.fullmatch(r"\d{1,3}(,\d{3})+", gold) is not None
     if len(parts) > 1 and all(re.fullmatch(r"-?\d+", q) for q in parts) and not thousands:
-        out = " or ".join(reversed(parts))  # alternatives compare in any order (bare lists do not)
+        out = " or ".join(parts)  # a response's "or" does not make a bare gold unordered
     elif re.fullmatch(r"\d{4,}", out):
         out = f"{int(out):,}"
     elif re.fullmatch(r"-?\d+\.0", out):

@@ -105,14 +105,20 @@ OR_RE = re.compile(r"\bor\b|\\(?:lor|vee)\b")
 _PREFIX_RE = re.compile(r"((?:[a-zA-Z]|\\[a-zA-Z]+)(?:_\{?\w+\}?)?)\s*=\s*(?:\$|\\[(\[])?\s*$")
 
 
+def _prefix_names(glues: list[str], before_first: str) -> list[str | None]:
+    """The variable each box is assigned to (``x = \\boxed{2}``), in order; None where none."""
+    return [m.group(1) if m else None for m in map(_PREFIX_RE.search, [before_first[-40:], *glues])]
+
+
 def alternatives_joiner(glues: list[str], before_first: str) -> str:
     """How several boxes (or math spans) that hold one answer are joined: ``" or "`` when they
     are alternatives, i.e. the text between them says ``or``/``\\lor`` or each one is assigned to
     the same variable (``$x=\\boxed{2}$ and $x=\\boxed{-3}$``); ``", "`` (an ordered list)
-    otherwise. Alternatives are compared in any order, an ordered list item by item."""
+    otherwise. ``glues`` are the texts between the boxes, in order. An ``or`` gold is compared in
+    any order, an ordered list item by item."""
     if any(OR_RE.search(g) for g in glues):
         return " or "
-    names = {m.group(1) if m else None for m in map(_PREFIX_RE.search, [before_first[-40:], *glues])}
+    names = set(_prefix_names(glues, before_first))
     return " or " if len(names) == 1 and None not in names else ", "
 
 
@@ -140,11 +146,20 @@ def boxed_answer(text: str) -> tuple[bool, str | None]:
     if len(set(items)) == 1:
         before = text[max(0, start - 40) : start] if "," in content else ""
         prefix = _PREFIX_RE.search(before) if "=" in before else None
-        if prefix and _has_top_comma(content) and not before[: prefix.start()].rstrip().endswith(","):
-            # "n = \\boxed{1, -2}": the values of n (not "a, b = \\boxed{3, 4}")
+        if prefix and _has_top_comma(content) and not _LIST_BEFORE_RE.search(before[: prefix.start()]):
+            # "n = \\boxed{1, -2}": the values of n (not "a, b = \\boxed{3, 4}", "$q$ and $r = ...")
             return True, f"{prefix.group(1)} = {content}"
         return True, content
-    return True, alternatives_joiner(glues, text[:start]).join(reversed(items))
+    items.reverse()
+    glues.reverse()
+    names = _prefix_names(glues, text[:start])
+    if len({n for n in names if n}) > 1:  # "$b = \\boxed{1}$, $a = \\boxed{2}$": keep the names
+        items = [f"{n} = {q}" if n else q for n, q in zip(names, items)]
+    return True, alternatives_joiner(glues, text[:start]).join(items)
+
+
+# a variable named before the prefix: "a, b = \\boxed{3, 4}", "$q$ and $r = \\boxed{3, 2}$"
+_LIST_BEFORE_RE = re.compile(r"(?:,|\band)\s*(?:\$|\\\()?\s*$")
 
 
 def _has_top_comma(s: str) -> bool:

@@ -13,7 +13,7 @@ import itertools
 import math
 import re
 
-from thr.verifier.boxes import (  # noqa: F401 - last_boxed is re-exported (thr.data)
+from thr.verifier.boxes import (  # noqa: F401 - last_boxed is re-exported (thr.data.problems)
     _BOX_GLUE_RE,
     _BOX_RE,
     _WORD_RE,
@@ -384,7 +384,8 @@ def answer_region(response: str) -> str | None:
     """The part of a completion that may hold its final answer (think-trace rule).
 
     After the last ``</think>`` when the trace is closed; None when a ``<think>`` is opened and
-    never closed (the completion was cut off mid-thought); else the whole text.
+    never closed, also one opened after the last ``</think>`` (the completion was cut off
+    mid-thought); else the whole text.
     """
     response = repair_escapes(response)
     for m in _TURN_TOKEN_RE.finditer(response):
@@ -393,9 +394,9 @@ def answer_region(response: str) -> str | None:
             break
     response = _SPECIAL_TOKEN_RE.sub("", response)
     if _THINK_CLOSE in response:
-        return response.rsplit(_THINK_CLOSE, 1)[1]
+        response = response.rsplit(_THINK_CLOSE, 1)[1]
     if _THINK_OPEN in response:
-        return None
+        return None  # a trace opened (again) and never closed: cut off mid-thought
     return response
 
 
@@ -406,6 +407,15 @@ def _text_after_last_box(text: str) -> str:
         return ""
     end = _parse_box(text, matches[-1], len(text))[0]
     return text[end:]
+
+
+# the text ends on a connective, maybe with a math span opened after it and never closed
+# ("The final answer is $x = 2$ or", "... \\boxed{2} and $x="): cut off before the rest of the answer
+_CUT_AFTER_JOIN_RE = re.compile(
+    r"(?:\bor|\band|\\lor|\\vee|\\text\{\s*(?:or|and)\s*\}?)[\s*]*"
+    r"(?:\$\$?[^$]{0,300}|\\\((?:(?!\\\)).){0,300}|\\\[(?:(?!\\\]).){0,300})?$",
+    re.DOTALL,
+)
 
 
 def extract_from_text(text: str) -> str | None:
@@ -421,7 +431,12 @@ def extract_from_text(text: str) -> str | None:
     5. the final line: only an answer (a number, a math span; for a one-line response any bare
        formula), its last inline math with a short word-only tail, or a sentence ending in a
        stated number (``... is 18.``).
+
+    A text that ends on ``or``/``and`` (with at most an unclosed math span after it) was cut off
+    before its answer was complete: None.
     """
+    if _CUT_AFTER_JOIN_RE.search(text[-400:].rstrip()):
+        return None
     found, boxed = boxed_answer(text)
     if found:
         if boxed is None:

@@ -59,8 +59,10 @@ def extract_answer(response: str) -> str | None:
     ``#### N``; else the last display math (``\\[..\\]``, ``$$..$$``) at the end; else the final
     line when it is only an answer, holds its last inline math, or states a number
     (``So the total is 36.``); a one-line response that is just a formula is its own answer.
-    A truncated last box gives None. With a think trace, only the text after the last
-    ``</think>`` is searched; an unclosed ``<think>`` gives None.
+    A truncated last box gives None, and so does a text that ends on ``or``/``and`` (cut off
+    before the rest of its answer). With a think trace, only the text after the last
+    ``</think>`` is searched; an unclosed ``<think>`` (also one after the last ``</think>``)
+    gives None.
     """
     if not isinstance(response, str) or not response.strip():
         return None
@@ -88,14 +90,29 @@ def _gold_answer(gold: Any) -> str | None:
         region = answer_region(gold)
         short = region is not None and len(region) <= 200 and "\n" not in region.strip()
         boxes = all_boxes(region, max_words_between=3) if answer is not None and short else []
-        if len(set(boxes)) > 1:
+        if len(set(boxes)) > 1 and not _merges_all(answer, boxes):
             # a short reference whose boxes are joined by a few words ("\\boxed{1} papers and
             # \\boxed{2} bins", not "\\boxed{1}. No: \\boxed{2}") has a several-part answer: all
             # of them, never just the last (a full solution that repeats its answer in several
-            # boxes keeps the last-box rule)
+            # boxes keeps the last-box rule); boxes merged by extraction keep their "or" and
+            # their variables ("$x=\\boxed{2}$ or $x=\\boxed{3}$", "$a=\\boxed{1}$, $b=\\boxed{2}$")
             return ", ".join(dict.fromkeys(boxes))
         return answer
     return gold
+
+
+def _merges_all(answer: str, boxes: list[str]) -> bool:
+    """Whether the extracted ``answer`` is all ``boxes`` merged (in order, each once), not the
+    last box alone."""
+    if answer == boxes[-1]:
+        return False
+    pos = 0
+    for b in boxes:
+        pos = answer.find(b, pos)
+        if pos < 0:
+            return False
+        pos += len(b)
+    return True
 
 
 # ----------------------------------------------------------------------------- fast path
@@ -117,14 +134,17 @@ def _fast(gold: str, pred: str) -> bool | None:
     return None
 
 
-def _decimal_comma_pair(a: str, b: str) -> bool:
+def _decimal_comma_pair(a: str, b: str, a_raw: str) -> bool:
     """``a`` is ``b`` with its decimal point written as a comma (``1,22`` / ``1.22``). Only one
-    comma, not a thousands pattern (``1,000`` is 1000, not 1.0; see ``_THOUSANDS_RE``), and
-    only for whole answers: inside a tuple or list the comma separates items."""
+    comma, not a thousands pattern (``1,000`` is 1000, not 1.0; see ``_THOUSANDS_RE``), only
+    for whole answers (inside a tuple or list the comma separates items), and only for a comma
+    written between the digits in ``a_raw``, the answer as extracted: not one made by
+    normalisation (``2 or 1``, ``2;1``, ``2,\\quad 1``, ``2,\\;1``, ``1{,}5`` are no decimals)."""
     return (
         re.fullmatch(r"-?\d+,\d+", a) is not None
         and re.fullmatch(r"-?\d+\.\d+", b) is not None
         and a.replace(",", ".") == b
+        and re.search(r"(?<![\d,.])" + re.escape(a) + r"(?![\d,.])", a_raw) is not None
     )
 
 
@@ -133,7 +153,7 @@ def _decimal_comma_pair(a: str, b: str) -> bool:
 
 def _equivalent(gold: str, pred: str, deadline: float, depth: int = 0, unordered: bool = False) -> bool:
     """Normalised answers equal? Fast path, then containers element-wise, then sympy. Two bare
-    lists are compared item by item in order, or as multisets when ``unordered`` (a side
+    lists are compared item by item in order, or as multisets when ``unordered`` (the gold
     declares its items alternatives, see :func:`_declares_unordered`)."""
     if depth > 0:
         gold, pred = normalize_core(gold), normalize_core(pred)
@@ -156,30 +176,40 @@ def _equivalent(gold: str, pred: str, deadline: float, depth: int = 0, unordered
             return _containers_equal(cg, cp, deadline, depth)
         lg, lp = split_top(gold), split_top(pred)
         if cg is not None or cp is not None:
-            # a set written with braces equals the same bare comma list; tuples/intervals do not
+            # a set written with braces equals the same bare comma list (a gold set in any
+            # order; a response's set only as the gold list is compared: it cannot unlock the
+            # order); tuples/intervals never equal a bare list
             if cg is not None and cg[0] == "\\{" and len(lp) > 1:
                 return _unordered_equal(cg[2], lp, deadline, depth)
             if cp is not None and cp[0] == "\\{" and len(lg) > 1:
-                return _unordered_equal(lg, cp[2], deadline, depth)
+                return _lists_equal(lg, cp[2], deadline, depth, unordered)
             if len(lg) > 1 or len(lp) > 1:
-                return False  # a tuple/interval never equals a bare list
+                return False
             # one bracketed, one single item: leave it to sympy (e.g. "(1,2)" vs "1<x<2")
         elif len(lg) > 1 or len(lp) > 1:
-            if not (unordered or (_all_assigned(lg) and _all_assigned(lp))):
-                # bare lists are ordered (the MATH grader compares them as written): "4, 10, -2"
-                # is not "10, 4, -2" unless a side says the order does not matter
-                return len(lg) == len(lp) and all(
-                    _equivalent(a, b, deadline, depth + 1) for a, b in zip(lg, lp)
-                )
-            if len(set(lg)) == len(lg) and all(bracketed(q) is not None for q in lp):
-                lp = list(dict.fromkeys(lp))  # a solution tuple listed twice is still one solution
-            return _unordered_equal(lg, lp, deadline, depth)
+            return _lists_equal(lg, lp, deadline, depth, unordered)
     left = deadline - time.monotonic()
     if left <= 0.05:
         return False
     return _POOL.compare(gold, pred, left)
 
 
+def _lists_equal(lg: list[str], lp: list[str], deadline: float, depth: int, unordered: bool) -> bool:
+    """Two bare lists (gold ``lg``): item by item in order, as multisets when ``unordered`` or
+    when both are lists of assignments (matched by variable); written names are kept
+    (:func:`_names_kept`)."""
+    if not _names_kept(lg, lp, unordered):
+        return False
+    if not (unordered or (_all_assigned(lg) and _all_assigned(lp))):
+        # bare lists are ordered (the MATH grader compares them as written): "4, 10, -2"
+        # is not "10, 4, -2" unless the gold says the order does not matter
+        return len(lg) == len(lp) and all(_equivalent(a, b, deadline, depth + 1) for a, b in zip(lg, lp))
+    if len(set(lg)) == len(lg) and all(bracketed(q) is not None for q in lp):
+        lp = list(dict.fromkeys(lp))  # a solution tuple listed twice is still one solution
+    return _unordered_equal(lg, lp, deadline, depth)
+
+
+_OR_RE = re.compile(r"\bor\b|\\(?:lor|vee)(?![a-zA-Z])")
 _ALTERNATIVES_RE = re.compile(r"\bor\b|\\(?:lor|vee|pm|mp)(?![a-zA-Z])|±|∓")
 
 
@@ -188,31 +218,60 @@ def _all_assigned(items: list[str]) -> bool:
     return all(split_assignment(q)[0] is not None for q in items)
 
 
+def _names(items: list[str]) -> set[str | None]:
+    """The variables the items assign (None for an item that is no assignment)."""
+    return {split_assignment(q)[0] for q in items}
+
+
+def _names_kept(lg: list[str], lp: list[str], unordered: bool) -> bool:
+    """Two lists (gold ``lg``) may be compared item by item. A response that names no variable
+    is read by position, like any bare list (``2, 3`` vs ``x=2, y=3``). Names the response writes
+    may be dropped only while a single variable is in play (``x=1, x=2`` vs ``1, 2``) or when the
+    gold is a set of unnamed alternatives (``\\pm 3`` vs ``x_1 = 3, x_2 = -3``); otherwise
+    (``b=1, a=2`` vs ``1, 2``, ``x = 2, 3`` vs ``x=2, y=3``) every item on both sides must name its
+    variable, and the names are matched."""
+    gold_names, pred_names = _names(lg), _names(lp)
+    if pred_names == {None} or (unordered and gold_names == {None}):
+        return True
+    names = gold_names | pred_names
+    return len(names - {None}) <= 1 or None not in names
+
+
+def _disjunction(raw: str, norm: str) -> bool:
+    """Assignments to different variables joined by ``or`` (``x=3 \\text{ or } y=1``): one of
+    them holds, which is not the answer ``x=3, y=1`` (both hold)."""
+    return _OR_RE.search(raw) is not None and len(_names(split_top(norm)) - {None}) > 1
+
+
+_OR_SPLIT_RE = re.compile(r"\\text\{\s*or\s*\}|\\(?:lor|vee)(?![a-zA-Z])|\bor\b")
+
+
+def _or_groups(raw: str) -> list[str]:
+    """The alternatives of a disjunction, each kept whole (``x=1, y=2 or x=2, y=1`` -> two
+    pairs, not four values)."""
+    return [q.strip() for q in _OR_SPLIT_RE.split(raw) if q.strip()]
+
+
 def _declares_unordered(raw: str, norm: str) -> bool:
-    """Whether an answer (as extracted, before normalisation) says its items are alternatives,
-    whose order does not matter: joined by ``or``/``\\lor`` (several boxes or spans joined so
-    are extracted with ``or``), written with ``\\pm``, all assigned to one variable
-    (``x=1, x=-2``; ``norm`` is ``raw`` normalised), one variable given several values (``n = 1, -2``), or a list of at least
-    two tuples (``(1,2), (2,1)``: the solutions of a system or of a Diophantine equation). A
-    set ``\\{...\\}`` says so too (handled with the brackets)."""
+    """Whether a gold answer (as extracted, before normalisation; ``norm`` is ``raw``
+    normalised) says its items are alternatives, whose order does not matter: joined by
+    ``or``/``\\lor`` (several boxes or spans joined so are extracted with ``or``), written with
+    ``\\pm``, all assigned to one variable (``x=1, x=-2``), or one variable given several values
+    (``n = 1, -2``). A set ``\\{...\\}`` says so too (handled with the brackets). Only the gold
+    is asked: a response cannot make an ordered gold unordered by writing ``or``. A bare list of
+    two or more tuples (``(1,2), (3,4)``) is read as a solution set ("all pairs such that"), the
+    way MATH-style golds write one; the cost, accepted and documented, is that points asked for in
+    turn (``A, B``) are also accepted in the other order."""
     if _ALTERNATIVES_RE.search(raw):
         return True
+    items = split_top(norm)
+    if len(items) > 1 and all((b := bracketed(q)) is not None and b[:2] == ("(", ")") for q in items):
+        return True  # a list of tuples: a solution set
     lhs, rhs = split_assignment(norm)
     if lhs is not None and not lhs.startswith("(") and len(split_top(rhs)) > 1:
         return True  # "n = 1, -2": one variable, several values
-    items = split_top(norm)
-    if len(items) < 2:
-        return False
-    names = {split_assignment(q)[0] for q in items}
-    if len(names) == 1 and None not in names:
-        return True  # "x=1, x=-2"
-    return all(_is_tuple(normalize_core(q)) for q in items)  # "(1,2), (2,1)": solution tuples
-
-
-def _is_tuple(s: str) -> bool:
-    """A parenthesised tuple of at least two items (``(1, 2)``, ``(0;0;0)`` normalised)."""
-    b = bracketed(s)
-    return b is not None and b[:2] == ("(", ")") and len(b[2]) > 1
+    names = _names(split_top(norm))
+    return len(split_top(norm)) > 1 and len(names) == 1 and None not in names  # "x=1, x=-2"
 
 
 def _containers_equal(
@@ -261,11 +320,14 @@ def verify(response: str, gold: str, *, timeout_s: float = 2.0) -> bool:
         g, p = normalize_core(gold_raw), normalize_core(pred_raw)
         if not g or not p:
             return False
-        raw = gold_raw + " " + pred_raw
-        decimal_comma = _decimal_comma_pair(p, g)  # never the other way: a gold "-2,1" is a list
-        if decimal_comma and "{," not in raw and not re.search(r",\s", raw):
+        if _decimal_comma_pair(p, g, pred_raw):  # never the other way: a gold "-2,1" is a list
             return True  # "1000,99" is 1000.99 ("1{,}5" is a grouping, "3, 75" a list)
-        unordered = ("," in g or "," in p) and (_declares_unordered(gold_raw, g) or _declares_unordered(pred_raw, p))
+        disjunction = _disjunction(gold_raw, g)
+        if disjunction != _disjunction(pred_raw, p):
+            return False  # "x=3 or y=1" is not "x=3, y=1"
+        if disjunction:  # alternatives of several variables each: compared whole, in any order
+            return _unordered_equal(_or_groups(gold_raw), _or_groups(pred_raw), deadline, 0)
+        unordered = "," in g and _declares_unordered(gold_raw, g)
         return _equivalent(g, p, deadline, unordered=unordered)
     except Exception:  # noqa: BLE001 - a reward function must not crash training
         return False

@@ -1,18 +1,16 @@
-"""Helpers for the math verifier: LaTeX normalisation, exact numbers, and the sympy-side guards
-that run inside the verifier's worker process (answer extraction: :mod:`thr.verifier.extract`).
+"""Helpers for the math verifier: LaTeX normalisation and exact numbers (answer extraction:
+:mod:`thr.verifier.extract`; the sympy-side guards that run in the worker process:
+:mod:`thr.verifier.worker`).
 
-Everything up to the "sympy-side guards" section is pure ``re``/``fractions`` code with bounded
-work per call, safe to run in-process on every completion (no sympy, no risk of hanging). The
-guards import sympy lazily and only ever run in the worker subprocess, under its timeout.
-:mod:`thr.verifier` builds the public API on top of this module.
+Pure ``re``/``fractions`` code with bounded work per call, safe to run in-process on every
+completion (no sympy, no risk of hanging). :mod:`thr.verifier` builds the public API on top of
+this module.
 """
 
 from __future__ import annotations
 
-import cmath
 import re
 from fractions import Fraction
-from typing import Any
 
 from thr.verifier.extract import _MATH_OPEN, _MAX_ANSWER_CHARS
 
@@ -22,10 +20,12 @@ _REMOVE_TOKENS = (
     "\\left", "\\right", "\\!", "\\,", "\\;", "\\:", "\\displaystyle", "\\bigl", "\\bigr",
     "\\Bigl", "\\Bigr", "\\big", "\\Big", "\\limits",
 )
-# one pass over all spacing/sizing tokens (longest first), not one re.sub per token
+# one pass over all spacing/sizing tokens (longest first), not one re.sub per token: sizing
+# commands go, spacing becomes a space (so "2\\,3" does not turn into the number 23)
 _REMOVE_RE = re.compile(
     r"(?<!\\)(?:" + "|".join(re.escape(t) for t in sorted(_REMOVE_TOKENS, key=len, reverse=True)) + r")(?![a-zA-Z])"
 )
+_SPACING_TOKENS = frozenset(("\\!", "\\,", "\\;", "\\:"))
 _QUAD_SEP_RE = re.compile(r"(?<=[,;])\s*\\q?quad(?![a-zA-Z])|\\q?quad(?![a-zA-Z])\s*(?=[,;])")
 _DEGREE_RE = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|°|\\degree|\^\s*\{\s*\\text\{\s*o\s*\}\s*\}")
 _TEXT_CMD_RE = re.compile(
@@ -40,6 +40,20 @@ _UNIT_WORD_RE = re.compile(
     r"^(?P<num>[-+]?(?:\d[\d,]*)?\.?\d+)\s+(?:(?:[a-z]{3,}|(?:" + _SHORT_UNITS + r"))(?:\^\{?[23]\}?)?\.?\s*)+$"
 )
 _THOUSANDS_RE = re.compile(r"^[-+]?[1-9]\d{0,2}(?:,\d{3})+(?:\.\d+)?$")
+# a thousands number as one item of a list whose items are separated otherwise ("1,000, 2")
+_ITEM_THOUSANDS_RE = re.compile(r"(?<![\d.,])[1-9]\d{0,2}(?:,\d{3})+(?:\.\d+)?(?!\d|,\d)")
+# digits after a letter, "_" or "^" are an index or exponent ("\\log_2 8", "x^2 3"): no number
+_SPACE_GROUPS_RE = re.compile(r"(?<![\w^.])[1-9]\d{0,2}(?:\s+\d{3})+(?!\d)")  # "12 345", "1\\,000\\,000"
+_DIGIT_GAP_RE = re.compile(r"(?<![\w^.])(\d+(?:\.\d+)?)\s+(?=\d)")
+# an item separator made by normalisation ("or", "and", "\\lor"): a comma only once the
+# thousands and decimal-comma rules, which read literal commas, are done
+_SEP = "\ue000"  # a private-use character: no whitespace, never in an answer
+# words that qualify a number ("2 or more", "5 at least") rather than name its unit
+_HEDGE_RE = re.compile(
+    r"\b(?:or|and|more|less|fewer|than|least|most|over|under|above|below|about|approx\w*|roughly|nearly|"
+    r"almost|around|not|plus|minus|only|between|exactly|maybe|possibly|greater|smaller|larger|up)\b",
+    re.IGNORECASE,
+)
 _ASSIGN_THOUSANDS_RE = re.compile(r"^([a-zA-Z](?:_\{?\w+\}?)?)\s*=\s*([-+]?[1-9]\d{0,2}(?:,\d{3})+(?:\.\d+)?)$")
 _FRAC_SHORT_RE = re.compile(r"\\frac\s*(\d)\s*(\d)")
 _FRAC_HALF_SHORT_RE = re.compile(r"\\frac\s*\{([^{}]*)\}\s*(\d)")
@@ -71,16 +85,17 @@ def _unwrap_text(s: str) -> str:
 
 
 def _strip_units(s: str) -> str:
-    """Drop a trailing ``\\text{unit}`` after a number, and plain unit words (``10 cm``)."""
+    """Drop a trailing ``\\text{unit}`` after a number, and plain unit words (``10 cm``); never
+    words that qualify the number (``2 \\text{ or more}``, ``5 at least``: see ``_HEDGE_RE``)."""
     s = re.sub(
         r"(?<=[\d}])\s*\\(?:text|textbf|textnormal|textrm|textit|mbox|mathrm)\s*"
         r"\{\s*[a-zA-Z][a-zA-Z .\^\d/]*\}\s*(\^\s*\{?\d\}?)?$",
-        "",
+        lambda m: m.group() if _HEDGE_RE.search(m.group()) else "",
         s,
     )
     s = re.sub(r"(?<=\d)\s?[a-zA-Z]{1,3}[²³]$", "", s)  # "12 m²"
     m = _UNIT_WORD_RE.match(s)
-    if m:
+    if m and not _HEDGE_RE.search(s[m.end("num") :]):
         return m.group("num")
     return s
 
@@ -157,10 +172,11 @@ def unit_of(raw: str) -> str | None:
 
 
 def split_assignment(s: str) -> tuple[str | None, str]:
-    """``("x", "3")`` for a normalised single-variable assignment ``x=3``; ``(None, s)`` otherwise."""
+    """``("x", "3")`` for a normalised single-variable assignment ``x=3``; ``(None, s)`` otherwise.
+    A one-character index loses its braces (``y_{1}=2`` -> ``("y_1", "2")``)."""
     m = _ASSIGN_RE.match(s)
     if m:
-        return m.group(1), m.group("rhs").strip()
+        return re.sub(r"_\{(\w)\}", r"_\1", m.group(1)), m.group("rhs").strip()
     return None, s
 
 
@@ -181,8 +197,8 @@ def normalize_core(s: str) -> str:
         if uni in s:
             s = s.replace(uni, tex)
     if "\\" in s:
-        s = _REMOVE_RE.sub("", s)
-        s = _QUAD_SEP_RE.sub("", s)  # "m = 4, \\quad n = 7"
+        s = _REMOVE_RE.sub(lambda m: " " if m.group() in _SPACING_TOKENS else "", s)
+        s = _QUAD_SEP_RE.sub(" ", s)  # "m = 4, \\quad n = 7"
     s = re.sub(r"(?<!\\)\\ ", " ", s).replace("~", " ").replace("{,}", ",").replace("**", "^")
     s = re.sub(r"\\(?:d|t|c)frac", r"\\frac", s)
     s = _DEGREE_RE.sub("", s)
@@ -195,26 +211,43 @@ def normalize_core(s: str) -> str:
     s = re.sub(r"\s*\\(?:lor|vee)\s*", " or ", s)
     s = re.sub(r"^(?:\\approx|\\sim|≈|about|approximately)\s*", "", s)
     s = re.sub(r"^([a-zA-Z])\s*(?:\\approx|≈)\s*(?=[-+.\d])", r"\1=", s)  # "x \\approx 11": x = 11
-    s = re.sub(r"(?<=[)\]])\s*or\s*(?=[(\[])", ",", s)  # "(11,7)or(7,11)"
-    s = re.sub(r"\s*,?\s+(?:and|or)\s+", ",", s)  # "2 and -2", "1, 2, and 3" -> comma lists
+    s = re.sub(r"(?<=[)\]])\s*or\s*(?=[(\[])", _SEP, s)  # "(11,7)or(7,11)"
+    s = re.sub(r"\s*,?\s+(?:and|or)\s+", _SEP, s)  # "2 and -2", "1, 2, and 3" -> comma lists
     s = _FRAC_SHORT_RE.sub(r"\\frac{\1}{\2}", s)
     s = _FRAC_HALF_SHORT_RE.sub(r"\\frac{\1}{\2}", s)
     s = _FRAC_FIRST_SHORT_RE.sub(r"\\frac{\1}{", s)
     s = _SQRT_SHORT_RE.sub(r"\\sqrt{\1}", s)
     s = s.strip().rstrip(".").strip()
-    if _THOUSANDS_RE.match(s):
-        s = s.replace(",", "")
-    m = _ASSIGN_THOUSANDS_RE.match(s)
-    if m:  # "x = 1,000": the thousands rule for the value of a variable
-        s = m.group(1) + "=" + m.group(2).replace(",", "")
+    s = _digit_groups(s)
     s = _WS_RE.sub(lambda m: m.group(1) + " " if m.group(1) else "", s)
-    if ";" in s and "," not in s:  # "(1; 2)", "x=1; x=2": semicolons as separators
+    if ";" in s and "," not in s and _SEP not in s:  # "(1; 2)", "x=1; x=2": semicolons as separators
         s = s.replace(";", ",")
+    s = s.replace(_SEP, ",")
     s = re.sub(r"^([-+]?)0+(?=\d)", r"\1", s)
     s = re.sub(r"^\(([A-Z])\)$", r"\1", s)  # multiple-choice "(C)" -> "C"
     if re.fullmatch(r"\{[^{}]*,[^{}]*\}", s):  # "{1,2,3}" written without backslashes: a set
         s = "\\{" + s[1:-1] + "\\}"
     return _expand_pm(s.removeprefix("+"))
+
+
+def _digit_groups(s: str) -> str:
+    """Digit grouping, read from what the answer writes (before whitespace is dropped):
+    spaces between digits group thousands only in groups of exactly three (``12 345``,
+    ``1\\,000``); any other gap between digits (``2\\,3``, ``2 1/2``) is kept as ``~``, so the
+    answer is no number. A literal comma groups thousands in a whole number (``1,000``), the
+    value of a variable (``N = 12,600``), or an item of a list whose items are separated by
+    ``, ``, ``;`` or a word (``1,000, 2`` is 1000 and 2); a separator made by normalisation
+    (``_SEP``: ``2 or 500``) never does."""
+    s = _SPACE_GROUPS_RE.sub(lambda m: re.sub(r"\s+", "", m.group()), s)
+    s = _DIGIT_GAP_RE.sub(r"\1~", s)
+    if _THOUSANDS_RE.match(s):
+        return s.replace(",", "")
+    m = _ASSIGN_THOUSANDS_RE.match(s)
+    if m:  # "x = 1,000": the thousands rule for the value of a variable
+        return m.group(1) + "=" + m.group(2).replace(",", "")
+    if re.search(r",\s|;|" + _SEP, s):
+        s = _ITEM_THOUSANDS_RE.sub(lambda m: m.group().replace(",", ""), s)
+    return s
 
 
 def _expand_pm(s: str) -> str:
@@ -239,8 +272,9 @@ def normalize_answer(s: str) -> str:
     (``\\left``, ``\\,`` ...), degree marks (``^\\circ``), percent signs (``50\\%`` -> ``50``),
     dollar signs, trailing units (``\\text{ cm}``, ``10 meters``), ``\\text{}`` wrappers;
     ``\\dfrac``/``\\tfrac`` -> ``\\frac`` with braces added (``\\frac12`` -> ``\\frac{1}{2}``),
-    ``\\sqrt2`` -> ``\\sqrt{2}``, ``**`` -> ``^``; thousands separators in plain numbers
-    (``1,000`` -> ``1000``); all whitespace and a trailing period; leading zeros of integers
+    ``\\sqrt2`` -> ``\\sqrt{2}``, ``**`` -> ``^``; ``or``/``and`` between items -> ``,``;
+    digit grouping written in the answer (``1,000`` and ``1\\,000`` -> ``1000``; other gaps
+    between digits -> ``~``: see :func:`_digit_groups`); all whitespace and a trailing period; leading zeros of integers
     (``033`` -> ``33``); ``(C)`` -> ``C``; finally the left-hand side of a single-variable
     assignment (``x = 3`` -> ``3``).
     """
@@ -381,100 +415,3 @@ def is_word_answer(s: str) -> bool:
 def word_key(s: str) -> str:
     """Case- and punctuation-insensitive key of a word answer."""
     return re.sub(r"[^a-z]", "", s.lower())
-
-
-# ----------------------------------------------------------------------------- sympy-side guards (worker only)
-
-
-_ENV_RE = re.compile(r"\\(?:begin|end|mathbb|mathcal|mathbf|mathrm|operatorname|text)\s*\{[^{}]*\}")
-_VAR_TOKEN_RE = re.compile(r"(?<![A-Za-z\\])([A-Za-z])(_\{[^{}]*\}|_[A-Za-z0-9])?")
-
-
-def parse_is_complete(latex: str, expr: Any) -> bool:
-    """Guard against partial parses (math_verify turns ``\\frac{1}{3}E_{1}`` into ``1/3``):
-    every variable letter written in ``latex`` must survive as a symbol (free, or bound by a
-    sum, product or integral) or function name.
-    ``e``/``E``/``i``/``I`` alone may be constants and are not required."""
-    from sympy import Basic, Symbol
-    from sympy.core.function import AppliedUndef
-
-    if not isinstance(expr, Basic):
-        return True
-    raw_names = [str(sym) for sym in expr.atoms(Symbol)]  # bound ones too: the k of \sum_{k=0}
-    raw_names += [str(f.func) for f in expr.atoms(AppliedUndef)]
-    names = set()
-    for name in raw_names:  # first letter after any LaTeX command, e.g. "\\dot{x}_{0}" -> "x"
-        m = re.search(r"[A-Za-z]", re.sub(r"\\[A-Za-z]+", "", name))
-        if m:
-            names.add(m.group().lower())
-    stripped = re.sub(r"\\[A-Za-z]+", " ", _ENV_RE.sub(" ", latex))
-    for letter, sub in _VAR_TOKEN_RE.findall(stripped):
-        if not sub and letter in "eEiI":
-            continue
-        if letter.lower() not in names:
-            return False
-    return True
-
-
-_PROBE_POINTS = (0.5371, 1.2839, 0.7713)
-
-
-def _probe_values(expr: Any, symbols: list[Any]) -> list[complex] | None:
-    """``expr`` evaluated at a few fixed points of its free symbols; None if not numeric."""
-    values = []
-    for k in range(len(_PROBE_POINTS)):
-        point = {sym: _PROBE_POINTS[(k + i) % len(_PROBE_POINTS)] + 0.1 * i for i, sym in enumerate(symbols)}
-        val = complex(expr.evalf(15, subs=point))
-        if cmath.isnan(val) or cmath.isinf(val):
-            return None
-        values.append(val)
-    return values
-
-
-def _constants_differ(g: Any, p: Any) -> bool:
-    """Two symbol-free numbers differ at 50 digits (relative 1e-30 when both are exact,
-    2e-6 when a float is involved): catches ``1/2^98`` vs ``1/2^99`` and ``1/2006!`` vs
-    ``1/2004!``, which math_verify's 6-decimal rounding accepts."""
-    from sympy import Float
-
-    vg, vp = g.evalf(50), p.evalf(50)
-    if not (vg.is_number and vp.is_number) or vg.has(Float("nan")):
-        return False
-    scale = max(abs(vg), abs(vp))
-    if scale == 0 or not scale.is_finite:
-        return False
-    tol = 2e-6 if (g.atoms(Float) or p.atoms(Float)) else 1e-30
-    return bool(abs(vg - vp) / scale > tol)
-
-
-def numerically_different(g: Any, p: Any) -> bool:
-    """Cheap refutation before sympy ``simplify``: True only when the two expressions (or the
-    two sides-differences of two equations) evaluate differently at fixed points of their free
-    symbols. Undefined functions like ``f(t)`` are treated as extra symbols."""
-    from sympy import Dummy, Eq, Expr, Integral, Product, Sum
-    from sympy.core.function import AppliedUndef
-
-    if g.has(Sum, Product, Integral) or p.has(Sum, Product, Integral):
-        return False  # evaluating a sum at a non-integer bound is slow (~1 s): no shortcut
-    if isinstance(g, Eq) and isinstance(p, Eq):
-        g, p, ratio = g.lhs - g.rhs, p.lhs - p.rhs, True
-    elif isinstance(g, Expr) and isinstance(p, Expr):
-        ratio = False
-    else:
-        return False
-    if not (g.free_symbols or p.free_symbols):
-        return False if ratio else _constants_differ(g, p)
-    undef = {str(f): f for f in (g.atoms(AppliedUndef) | p.atoms(AppliedUndef))}
-    if undef:
-        repl = {f: Dummy(name) for name, f in undef.items()}
-        g, p = g.xreplace(repl), p.xreplace(repl)
-    symbols = sorted(g.free_symbols | p.free_symbols, key=str)
-    vg, vp = _probe_values(g, symbols), _probe_values(p, symbols)
-    if vg is None or vp is None:
-        return False
-    if ratio:
-        if any(abs(b) < 1e-12 for b in vp):
-            return False
-        vg = [a / b for a, b in zip(vg, vp)]
-        vp = [vg[0]] * len(vg)
-    return any(abs(a - b) > max(1e-6 * max(abs(a), abs(b)), 1e-12) for a, b in zip(vg, vp))

@@ -1,17 +1,18 @@
 """The sympy side of :mod:`thr.verifier`: a pool of persistent ``math_verify`` worker
 subprocesses (JSON lines over pipes, hard wall-clock timeouts) and the worker's own code.
 
-Split out of ``thr.verifier`` so that the worker process imports only this module and
-``thr.verifier.normalize`` (it registers ``thr`` as a bare package, so ``thr/__init__.py``, which
+Split out of ``thr.verifier`` so that the worker process imports only this module (it registers ``thr`` as a bare package, so ``thr/__init__.py``, which
 imports torch, is not run).
 """
 
 from __future__ import annotations
 
 import atexit
+import cmath
 import contextlib
 import json
 import os
+import re
 import select
 import subprocess
 import sys
@@ -19,10 +20,8 @@ import threading
 import time
 from typing import Any
 
-from thr.verifier.normalize import numerically_different, parse_is_complete
-
 _WORKER_START_TIMEOUT_S = 120.0
-# The worker needs only this module and thr.verifier.normalize: register ``thr`` as a bare package
+# The worker needs only this module: register ``thr`` as a bare package
 # pointing at its directory so that thr/__init__.py (which may import torch) is not executed.
 _WORKER_BOOT = (
     "import sys, types; pkg = types.ModuleType('thr'); pkg.__path__ = [sys.argv[1]]; "
@@ -214,6 +213,108 @@ def warmup() -> None:
 def shutdown_worker() -> None:
     """Stop the sympy worker subprocesses (they restart on demand)."""
     _POOL.close()
+
+
+# ----------------------------------------------------------------------------- sympy-side guards
+# (moved from thr.verifier.normalize: they only ever run in the worker)
+
+
+_ENV_RE = re.compile(r"\\(?:begin|end|mathbb|mathcal|mathbf|mathrm|operatorname|text)\s*\{[^{}]*\}")
+_VAR_TOKEN_RE = re.compile(r"(?<![A-Za-z\\])([A-Za-z])(_\{[^{}]*\}|_[A-Za-z0-9])?")
+
+
+def parse_is_complete(latex: str, expr: Any) -> bool:
+    """Guard against partial parses (math_verify turns ``\\frac{1}{3}E_{1}`` into ``1/3``):
+    every variable letter written in ``latex`` must survive as a symbol (free, or bound by a
+    sum, product or integral) or function name.
+    ``e``/``E``/``i``/``I`` alone may be constants and are not required."""
+    from sympy import Basic, Symbol
+    from sympy.core.function import AppliedUndef
+
+    if not isinstance(expr, Basic):
+        return True
+    raw_names = [str(sym) for sym in expr.atoms(Symbol)]  # bound ones too: the k of \sum_{k=0}
+    raw_names += [str(f.func) for f in expr.atoms(AppliedUndef)]
+    names = set()
+    for name in raw_names:  # first letter after any LaTeX command, e.g. "\\dot{x}_{0}" -> "x"
+        m = re.search(r"[A-Za-z]", re.sub(r"\\[A-Za-z]+", "", name))
+        if m:
+            names.add(m.group().lower())
+    stripped = re.sub(r"\\[A-Za-z]+", " ", _ENV_RE.sub(" ", latex))
+    for letter, sub in _VAR_TOKEN_RE.findall(stripped):
+        if not sub and letter in "eEiI":
+            continue
+        if letter.lower() not in names:
+            return False
+    return True
+
+
+_PROBE_POINTS = (0.5371, 1.2839, 0.7713)
+
+
+def _probe_values(expr: Any, symbols: list[Any]) -> list[complex] | None:
+    """``expr`` evaluated at a few fixed points of its free symbols; None if not numeric."""
+    values = []
+    for k in range(len(_PROBE_POINTS)):
+        point = {sym: _PROBE_POINTS[(k + i) % len(_PROBE_POINTS)] + 0.1 * i for i, sym in enumerate(symbols)}
+        val = complex(expr.evalf(15, subs=point))
+        if cmath.isnan(val) or cmath.isinf(val):
+            return None
+        values.append(val)
+    return values
+
+
+def _constants_differ(g: Any, p: Any) -> bool:
+    """Two symbol-free numbers differ at 50 digits (relative 1e-30 when both are exact,
+    2e-6 when a float is involved): catches ``1/2^98`` vs ``1/2^99`` and ``1/2006!`` vs
+    ``1/2004!``, which math_verify's 6-decimal rounding accepts."""
+    from sympy import Float
+
+    vg, vp = g.evalf(50), p.evalf(50)
+    if not (vg.is_number and vp.is_number) or vg.has(Float("nan")):
+        return False
+    scale = max(abs(vg), abs(vp))
+    if scale == 0 or not scale.is_finite:
+        return False
+    tol = 2e-6 if (g.atoms(Float) or p.atoms(Float)) else 1e-30
+    return bool(abs(vg - vp) / scale > tol)
+
+
+def numerically_different(g: Any, p: Any) -> bool:
+    """Cheap refutation before sympy ``simplify``: True only when the two expressions (or the
+    two sides-differences of two equations) evaluate differently at fixed points of their free
+    symbols. Undefined functions like ``f(t)`` are treated as extra symbols."""
+    from sympy import Dummy, Eq, Expr, Integral, Product, Sum
+    from sympy.core.function import AppliedUndef
+
+    if g.has(Sum, Product, Integral) or p.has(Sum, Product, Integral):
+        # evaluating a sum at a non-integer bound is slow (~1 s): no probe, but two symbol-free
+        # values still get the exact check (a finite sum of 2^-k is not 1)
+        if isinstance(g, Expr) and isinstance(p, Expr) and not (g.free_symbols or p.free_symbols):
+            return _constants_differ(g, p)
+        return False
+    if isinstance(g, Eq) and isinstance(p, Eq):
+        g, p, ratio = g.lhs - g.rhs, p.lhs - p.rhs, True
+    elif isinstance(g, Expr) and isinstance(p, Expr):
+        ratio = False
+    else:
+        return False
+    undef = {str(f): f for f in (g.atoms(AppliedUndef) | p.atoms(AppliedUndef))}
+    if undef:  # before the symbol-free test: f(1) has no free symbol, yet f(1)=2 is not f(1)=1
+        repl = {f: Dummy(name) for name, f in undef.items()}
+        g, p = g.xreplace(repl), p.xreplace(repl)
+    if not (g.free_symbols or p.free_symbols):
+        return False if ratio else _constants_differ(g, p)
+    symbols = sorted(g.free_symbols | p.free_symbols, key=str)
+    vg, vp = _probe_values(g, symbols), _probe_values(p, symbols)
+    if vg is None or vp is None:
+        return False
+    if ratio:
+        if any(abs(b) < 1e-12 for b in vp):
+            return False
+        vg = [a / b for a, b in zip(vg, vp)]
+        vp = [vg[0]] * len(vg)
+    return any(abs(a - b) > max(1e-6 * max(abs(a), abs(b)), 1e-12) for a, b in zip(vg, vp))
 
 
 _PARSE_CACHE: dict[str, list[Any]] = {}
