@@ -47,9 +47,11 @@ KNOWN_FALSE_REJECTS = {
 @pytest.mark.parametrize(("response", "gold", "expected", "label"), CASES, ids=[c[3] for c in CASES])
 def test_case_table(response: str, gold: object, expected: bool, label: str) -> None:
     if label in KNOWN_FALSE_REJECTS:
-        assert expected is True and verify(response, gold) is False, label  # type: ignore[arg-type]
+        assert expected is True and verify(response, gold, timeout_s=30) is False, label  # type: ignore[arg-type]
         return
-    assert verify(response, gold) is expected, label  # type: ignore[arg-type]
+    # a generous timeout: the verdict is under test here, not the speed (a loaded CI machine can
+    # push a sympy comparison past the 2 s default, which rejects; throughput is benchmarked)
+    assert verify(response, gold, timeout_s=30) is expected, label  # type: ignore[arg-type]
 
 
 def test_table_is_broad() -> None:
@@ -251,7 +253,9 @@ def test_extraction_is_linear(text: str) -> None:
     """Unclosed delimiters and repeated anchors must not make extraction quadratic."""
     start = time.monotonic()
     extract_answer(text)
-    assert time.monotonic() - start < 3.0
+    # quadratic work on these 0.3-1.5 MB inputs takes minutes; linear work well under a second
+    # alone, a few seconds on a loaded machine
+    assert time.monotonic() - start < 30.0
 
 
 def test_works_off_main_thread() -> None:
