@@ -139,3 +139,12 @@ def test_shared_base_and_mid_run_evaluation_are_read(tmp_path):
     assert (rec["greedy"], rec["pass@maxK"], rec["mid_step"], rec["mid_greedy"], rec["mid_pass@maxK"]) == (0.9, 0.95, 12, 0.7, 0.8)
     gain = aggregate.summarize(runs)["grpo"]["vs_base"]["mid_greedy"]
     assert gain["n"] == 2 and math.isclose(gain["mean"], 0.65 - 0.3)
+
+
+def test_power_table_gives_the_seeds_a_target_interval_needs():
+    """sd 2 points: n = 10 gives 2.262 * 2 / sqrt(10) = 1.43 <= 1.5, n = 9 gives 1.54 > 1.5."""
+    runs = {"grpo": {k: {"greedy": 0.5} for k in range(3)},
+            "thr+0.5": {0: {"greedy": 0.48}, 1: {"greedy": 0.50}, 2: {"greedy": 0.52}}}
+    md = aggregate.power_markdown(runs)
+    row = next(line for line in md.splitlines() if line.startswith("| thr+0.5 − grpo | greedy"))
+    assert row.split("|")[5].strip() == "2.0" and row.split("|")[6].strip() == "10"

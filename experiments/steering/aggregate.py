@@ -189,6 +189,32 @@ def claims_markdown(runs: dict) -> tuple[str, list[dict]]:
     return "\n".join(lines) + "\n", rows
 
 
+# The issue's primary comparisons, fixed before the sweep ran: their 95% intervals should reach about
+# +-1.5 points (method, reference, metric)
+PRIMARY = [("thr+0.5", "grpo", "greedy"), ("thr-0.5", "grpo", "mid_pass@maxK"), ("thr-0.5", "grpo", "pass@maxK"),
+           ("sched-0.5:+0.5", "grpo", "greedy"), ("sched-0.5:+0.5", "grpo", "mid_pass@maxK")]
+TARGET = 0.015
+
+
+def power_markdown(runs: dict) -> str:
+    """Per primary comparison: the paired spread so far and the seeds a +-1.5-point interval needs
+    at that spread (``n`` with ``t95(n - 1) * sd / sqrt(n) <= 0.015``)."""
+    lines = ["", "## Power of the primary comparisons", "",
+             "| comparison | metric | n | difference | sd of paired difference | seeds for ±1.5 points |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for a, b, key in PRIMARY:
+        ra, rb = runs.get(a, {}), runs.get(b, {})
+        diffs = [ra[k][key] - rb[k][key] for k in ra if k in rb and ra[k][key] is not None and rb[k][key] is not None]
+        if len(diffs) < 2:
+            continue
+        m = sum(diffs) / len(diffs)
+        sd = math.sqrt(sum((d - m) ** 2 for d in diffs) / (len(diffs) - 1))
+        need = next((n for n in range(2, 10_000) if t95(n - 1) * sd / math.sqrt(n) <= TARGET), None)
+        lines.append(f"| {a} − {b} | {key} | {len(diffs)} | {_fmt(mean_ci(diffs))} | {sd * 100:.1f} | "
+                     f"{need if need is not None else '> 10,000'} |")
+    return "\n".join(lines) + "\n"
+
+
 def _fmt(stat: dict | None, scale: float = 100.0, digits: int = 1) -> str:
     if not stat or stat["n"] == 0:
         return "-"
@@ -288,7 +314,7 @@ def aggregate(out: Path, methods: list[str], seeds: list[int]) -> str:
     claims_md, claims = claims_markdown(runs)
     results = {"settings": settings, "table": table, "runs": runs, "claims": claims}
     (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
-    md = markdown(table, settings) + claims_md
+    md = markdown(table, settings) + claims_md + power_markdown(runs)
     figures = plot(table, out)
     if figures:
         md += "\n" + "\n".join(f"![{f}]({f})" for f in figures) + "\n"
