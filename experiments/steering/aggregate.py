@@ -203,14 +203,12 @@ def power_markdown(runs: dict) -> str:
              "| comparison | metric | n | difference | sd of paired difference | seeds for ±1.5 points |",
              "| --- | --- | --- | --- | --- | --- |"]
     for a, b, key in PRIMARY:
-        ra, rb = runs.get(a, {}), runs.get(b, {})
-        diffs = [ra[k][key] - rb[k][key] for k in ra if k in rb and ra[k][key] is not None and rb[k][key] is not None]
-        if len(diffs) < 2:
+        stat = paired(runs, a, b, key)
+        if stat["n"] < 2:
             continue
-        m = sum(diffs) / len(diffs)
-        sd = math.sqrt(sum((d - m) ** 2 for d in diffs) / (len(diffs) - 1))
+        sd = stat["ci95"] * math.sqrt(stat["n"]) / t95(stat["n"] - 1)  # mean_ci's half-width, undone
         need = next((n for n in range(2, 10_000) if t95(n - 1) * sd / math.sqrt(n) <= TARGET), None)
-        lines.append(f"| {a} − {b} | {key} | {len(diffs)} | {_fmt(mean_ci(diffs))} | {sd * 100:.1f} | "
+        lines.append(f"| {a} − {b} | {key} | {stat['n']} | {_fmt(stat)} | {sd * 100:.1f} | "
                      f"{need if need is not None else '> 10,000'} |")
     return "\n".join(lines) + "\n"
 
