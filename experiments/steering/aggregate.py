@@ -135,6 +135,7 @@ CLAIMS = [
     ("p < 0 raises Pass@K at the largest K (GRPO loss), mid-run", "thr-0.2", "grpo", "mid_pass@maxK", +1),
     ("p > 0 raises greedy accuracy (GSPO-token)", "gspo/thr+0.5", "gspo/grpo", "greedy", +1),
     ("p < 0 raises Pass@K at the largest K (GSPO-token), mid-run", "gspo/thr-0.5", "gspo/grpo", "mid_pass@maxK", +1),
+    ("p < 0 raises Pass@K at the largest K (GSPO-token), end", "gspo/thr-0.5", "gspo/grpo", "pass@maxK", +1),
     ("p > 0 raises greedy accuracy (Llama)", "llama/thr+0.5", "llama/grpo", "greedy", +1),
     ("p < 0 raises Pass@K at the largest K (Llama)", "llama/thr-0.5", "llama/grpo", "pass@maxK", +1),
     ("network THR: p > 0 raises greedy accuracy", "net+0.5", "grpo", "greedy", +1),
@@ -144,6 +145,8 @@ CLAIMS = [
     ("cross-token terms matter: THR beats its self-term (p > 0, greedy)", "thr+0.5", "self+0.5", "greedy", +1),
     ("cross-token terms matter: THR beats its self-term (p < 0, Pass@K mid-run)", "thr-0.5", "self-0.5",
      "mid_pass@maxK", +1),
+    ("entropy top-20% tokens alone roughly match GRPO", "entropy-top20", "grpo", "greedy", 0),
+    ("entropy top-20% tokens alone roughly match GRPO", "entropy-top20", "grpo", "mid_pass@maxK", 0),
     ("clip-higher raises Pass@K at the largest K, mid-run", "clip-higher", "grpo", "mid_pass@maxK", +1),
     ("schedule -0.5 -> +0.5: greedy as good as p = +0.5", "sched-0.5:+0.5", "thr+0.5", "greedy", 0),
     ("schedule -0.5 -> +0.5: Pass@K as good as p = -0.5 (end)", "sched-0.5:+0.5", "thr-0.5", "pass@maxK", 0),
@@ -213,6 +216,12 @@ def power_markdown(runs: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _n(abs_row: dict) -> str:
+    """Seeds behind a row: one number, or ``greedy / Pass@K`` where the greedy extension added seeds."""
+    g, p = abs_row["greedy"]["n"], abs_row["pass@maxK"]["n"]
+    return str(g) if g == p else f"{g} / {p}"
+
+
 def _fmt(stat: dict | None, scale: float = 100.0, digits: int = 1) -> str:
     if not stat or stat["n"] == 0:
         return "-"
@@ -233,7 +242,8 @@ def markdown(table: dict[str, dict], settings: dict) -> str:
         "(`grpo`, `gspo/grpo`, `llama/grpo`). `pass@maxK`: Pass@K at the largest K sampled; `mid`: at the",
         "mid-run evaluation (`eval.every`), the others at the end. `clip frac`: percent of response",
         "tokens whose importance ratio the clip bound, mean over the run's optimizer steps. The base",
-        "model is shared by every seed and scored once (n = 1).",
+        "model is shared by every seed and scored once (n = 1). `n`: seeds; `a / b` where the greedy",
+        "extension (``run.py --greedy-extension``) gave greedy accuracy `a` seeds and Pass@K `b`.",
         "Likelihood: mean over steps of the change of the mean token log-likelihood of the batch's",
         "correct (incorrect) responses across the update, in units of 1e-3 nats.",
         "",
@@ -243,7 +253,7 @@ def markdown(table: dict[str, dict], settings: dict) -> str:
     for m, row in table.items():
         a, d = row["abs"], row["vs_grpo"]
         lines.append(
-            f"| {m} | {row['abs']['greedy']['n']} | {_fmt(a['greedy'])} | {_fmt(a['pass@1'])} | {_fmt(a['pass@maxK'])} | "
+            f"| {m} | {_n(a)} | {_fmt(a['greedy'])} | {_fmt(a['pass@1'])} | {_fmt(a['pass@maxK'])} | "
             f"{_fmt(a['mid_greedy'])} | {_fmt(a['mid_pass@maxK'])} | {_fmt(row['vs_base'].get('greedy'))} | "
             f"{_fmt(d.get('greedy'))} | {_fmt(d.get('pass@maxK'))} | {_fmt(d.get('mid_greedy'))} | "
             f"{_fmt(d.get('mid_pass@maxK'))} | {_fmt(a['clip_frac'], 100, 3)} | "
