@@ -148,3 +148,36 @@ def test_power_table_gives_the_seeds_a_target_interval_needs():
     md = aggregate.power_markdown(runs)
     row = next(line for line in md.splitlines() if line.startswith("| thr+0.5 − grpo | greedy"))
     assert row.split("|")[5].strip() == "2.0" and row.split("|")[6].strip() == "10"
+
+
+def test_greedy_extension_seeds_count_for_greedy_only(tmp_path):
+    """Seeds run without Pass@K sampling (``run.py --greedy-extension``) add to the greedy columns
+    and their paired differences, and leave every Pass@K figure to the seeds that sampled."""
+    def write_run(method, seed, greedy, pass8):
+        rd = methods.run_dir(tmp_path, method, seed)
+        rd.mkdir(parents=True)
+        final = {"eval/greedy_accuracy": greedy, **({"eval/pass@8": pass8} if pass8 is not None else {})}
+        (rd / "metrics.jsonl").write_text(json.dumps({"step": 16, **final}) + "\n")
+        (rd / "summary.json").write_text(json.dumps({"steps": 16, "final_eval": final}))
+
+    for seed in range(4):
+        sampled = seed < 2
+        write_run("grpo", seed, 0.90, 0.95 if sampled else None)
+        write_run("thr+0.5", seed, 0.90 + 0.01 * seed, 0.96 if sampled else None)
+    runs = aggregate.collect(tmp_path, ["grpo", "thr+0.5"], list(range(4)))
+    row = aggregate.summarize(runs)["thr+0.5"]
+    assert row["abs"]["greedy"]["n"] == 4 and row["abs"]["pass@maxK"]["n"] == 2
+    assert row["vs_grpo"]["greedy"]["n"] == 4 and math.isclose(row["vs_grpo"]["greedy"]["mean"], 0.015)
+    assert row["vs_grpo"]["pass@maxK"]["n"] == 2 and math.isclose(row["vs_grpo"]["pass@maxK"]["mean"], 0.01)
+    assert set(row["curve"]) == {8} and row["curve"][8]["n"] == 2
+    md = aggregate.markdown(aggregate.summarize(runs), {})
+    assert "| thr+0.5 | 4 / 2 |" in md
+
+
+def test_greedy_extension_settings():
+    """The extension adds seeds after the sweep's, samples nothing and covers the greedy comparisons."""
+    import run as run_mod
+
+    ext = run_mod.GREEDY_EXTENSION
+    assert ext["eval_n"] == 0 and min(ext["seeds"]) > max(run_mod.FULL_SETTINGS["seeds"])
+    assert {"grpo", "thr+0.5"} <= set(ext["methods"]) <= set(methods.METHODS)

@@ -389,3 +389,19 @@ def test_progress_bar_shows_the_steps_rollout_figures(tiny_policy_dir, tmp_path,
     row = next(r for r in map(json.loads, (tmp_path / "metrics.jsonl").read_text().splitlines()) if "loss/policy" in r)
     assert f"rollout_reward={row['reward/mean']:.2f}" in bar and f"rollout_acc={row['reward/accuracy']:.2f}" in bar
     assert "acc=nan" not in bar
+
+
+def test_evaluation_sampling_leaves_training_unchanged(tiny_policy_dir, tmp_path):
+    """A mid-run evaluation samples in a forked RNG: the same run with and without Pass@K sampling
+    (``eval.n``) trains to the same weights and scores the same greedy accuracy (the steering
+    sweep's greedy extension relies on it)."""
+    finals, states = [], []
+    for n in (4, 0):
+        out = tmp_path / f"n{n}"
+        trainer = Trainer(make_cfg(tiny_policy_dir, out, "steps=3", "eval.every=1", "eval.before=false",
+                                   "eval.limit=4", f"eval.n={n}", "data.eval=arith", "seed=3"))
+        finals.append(trainer.train()["final_eval"])
+        states.append({k: v.clone() for k, v in trainer.model.state_dict().items()})
+    assert "eval/pass@4" in finals[0] and "eval/pass@4" not in finals[1]
+    assert finals[0]["eval/greedy_accuracy"] == finals[1]["eval/greedy_accuracy"]
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
