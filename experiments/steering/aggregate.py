@@ -148,6 +148,10 @@ CLAIMS = [
     ("entropy top-20% tokens alone roughly match GRPO", "entropy-top20", "grpo", "greedy", 0),
     ("entropy top-20% tokens alone roughly match GRPO", "entropy-top20", "grpo", "mid_pass@maxK", 0),
     ("clip-higher raises Pass@K at the largest K, mid-run", "clip-higher", "grpo", "mid_pass@maxK", +1),
+    ("clip-higher raises Pass@K at the largest K, mid-run (16 optimizer steps per rollout)", "ppo4x4/clip-higher",
+     "ppo4x4/grpo", "mid_pass@maxK", +1),
+    ("clip-higher raises Pass@K at the largest K, end (16 optimizer steps per rollout)", "ppo4x4/clip-higher",
+     "ppo4x4/grpo", "pass@maxK", +1),
     ("schedule -0.5 -> +0.5: greedy as good as p = +0.5", "sched-0.5:+0.5", "thr+0.5", "greedy", 0),
     ("schedule -0.5 -> +0.5: Pass@K as good as p = -0.5 (end)", "sched-0.5:+0.5", "thr-0.5", "pass@maxK", 0),
     ("schedule -0.5 -> +0.5 beats GRPO on greedy", "sched-0.5:+0.5", "grpo", "greedy", +1),
@@ -239,7 +243,7 @@ def markdown(table: dict[str, dict], settings: dict) -> str:
         "Accuracies in percent on the held-out split, mean ± 95% t-interval half-width over seeds",
         "(n = number of seeds). The gain over base and the `Δ` columns are paired differences (same",
         "seed, same base model and test problems); `Δ` is against the family's plain-GRPO run",
-        "(`grpo`, `gspo/grpo`, `llama/grpo`). `pass@maxK`: Pass@K at the largest K sampled; `mid`: at the",
+        "(`grpo`, `gspo/grpo`, `ppo4x4/grpo`, `llama/grpo`). `pass@maxK`: Pass@K at the largest K sampled; `mid`: at the",
         "mid-run evaluation (`eval.every`), the others at the end. `clip frac`: percent of response",
         "tokens whose importance ratio the clip bound, mean over the run's optimizer steps. The base",
         "model is shared by every seed and scored once (n = 1). `n`: seeds; `a / b` where the greedy",
@@ -275,7 +279,7 @@ def plot(table: dict[str, dict], out: Path) -> list[str]:
     families = {"head THR steering and the p schedule": lambda m: m in steering,
                 "controls, network THR": lambda m: "/" not in m and (m not in steering or m == "grpo")
                 and not m.startswith("base-llama"),
-                "GSPO-token; Llama-style model": lambda m: m.startswith(("gspo/", "llama/", "base-"))}
+                "GSPO-token; 16 optimizer steps per rollout; Llama": lambda m: m.startswith(("gspo/", "ppo4x4/", "llama/", "base-"))}
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
     for ax, (title, keep) in zip(axes, families.items()):
         for m, row in table.items():
