@@ -170,6 +170,8 @@ def test_greedy_extension_seeds_count_for_greedy_only(tmp_path):
     assert row["vs_grpo"]["greedy"]["n"] == 4 and math.isclose(row["vs_grpo"]["greedy"]["mean"], 0.015)
     assert row["vs_grpo"]["pass@maxK"]["n"] == 2 and math.isclose(row["vs_grpo"]["pass@maxK"]["mean"], 0.01)
     assert set(row["curve"]) == {8} and row["curve"][8]["n"] == 2
+    paired_curve = row["curve_vs_grpo"][8]  # the paired Pass@K curve of the figure's bottom row
+    assert paired_curve["n"] == 2 and math.isclose(paired_curve["mean"], 0.01)
     md = aggregate.markdown(aggregate.summarize(runs), {})
     assert "| thr+0.5 | 4 / 2 |" in md
 

@@ -107,7 +107,7 @@ def summarize(runs: dict[str, dict[int, dict]]) -> dict[str, dict]:
     """Per method: mean/CI of every scalar, of the Pass@K curve, and paired deltas vs baselines."""
     table = {}
     for m, by_seed in runs.items():
-        row = {"seeds": sorted(by_seed), "abs": {}, "vs_grpo": {}, "vs_base": {}, "curve": {}}
+        row = {"seeds": sorted(by_seed), "abs": {}, "vs_grpo": {}, "vs_base": {}, "curve": {}, "curve_vs_grpo": {}}
         records = list({id(r): r for r in by_seed.values()}.values())  # a shared base model counts once
         for key in SCALARS:
             row["abs"][key] = mean_ci([r[key] for r in records])
@@ -122,6 +122,10 @@ def summarize(runs: dict[str, dict[int, dict]]) -> dict[str, dict]:
                     diffs = [by_seed[k][key] - ref[k][key] for k in by_seed if k in ref
                              and by_seed[k][key] is not None and ref[k][key] is not None]
                     row[field][key] = mean_ci(diffs)
+                if field == "vs_grpo":  # the paired Pass@K curve: same seed, same problems
+                    row["curve_vs_grpo"] = {kk: mean_ci([by_seed[k]["pass_at_k"][kk] - ref[k]["pass_at_k"][kk]
+                                                         for k in by_seed if k in ref and kk in by_seed[k]["pass_at_k"]
+                                                         and kk in ref[k]["pass_at_k"]]) for kk in ks}
         table[m] = row
     return table
 
@@ -267,7 +271,8 @@ def markdown(table: dict[str, dict], settings: dict) -> str:
 
 
 def plot(table: dict[str, dict], out: Path) -> list[str]:
-    """Pass@K curves (absolute, and the paired difference from GRPO) per family; likelihood bars."""
+    """Pass@K curves (absolute, and the paired difference from the family's GRPO run) per family;
+    likelihood bars."""
     try:
         import matplotlib
 
@@ -280,25 +285,39 @@ def plot(table: dict[str, dict], out: Path) -> list[str]:
                 "controls, network THR": lambda m: "/" not in m and (m not in steering or m == "grpo")
                 and not m.startswith("base-llama"),
                 "GSPO-token; 16 optimizer steps per rollout; Llama": lambda m: m.startswith(("gspo/", "ppo4x4/", "llama/", "base-"))}
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
-    for ax, (title, keep) in zip(axes, families.items()):
-        for m, row in table.items():
-            if not keep(m) or not row["curve"]:
-                continue
-            ks = sorted(row["curve"])
-            mean = [row["curve"][k]["mean"] * 100 for k in ks]
-            ci = [0 if math.isnan(row["curve"][k]["ci95"]) else row["curve"][k]["ci95"] * 100 for k in ks]
-            style = "--" if m.startswith("base-") else "-"
-            ax.plot(ks, mean, style, marker="o", ms=3, label=m)
-            ax.fill_between(ks, [a - b for a, b in zip(mean, ci)], [a + b for a, b in zip(mean, ci)], alpha=0.12)
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("K")
-        ax.set_ylabel("Pass@K (%)")
-        ax.set_title(title)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+    # top row: Pass@K at the end; bottom row: its paired difference from the family's plain run.
+    # Bands: 95% intervals over seeds, drawn only with 3 or more seeds (2 seeds give +-12.7 se).
+    fig, axes = plt.subplots(2, 3, figsize=(16, 9), sharex=True)
+    for col, (title, keep) in enumerate(families.items()):
+        color = {m: f"C{i % 10}" for i, m in enumerate(m for m in table if keep(m))}  # one colour per method
+        for row_i, field in enumerate(("curve", "curve_vs_grpo")):
+            ax = axes[row_i][col]
+            for m, row in table.items():
+                curve = row.get(field) or {}
+                if not keep(m) or not curve:
+                    continue
+                ks = sorted(curve)
+                mean = [curve[k]["mean"] * 100 for k in ks]
+                n_min = min(curve[k]["n"] for k in ks)
+                style = "--" if m.startswith("base-") else "-"
+                ax.plot(ks, mean, style, marker="o", ms=3, color=color[m], label=f"{m} (n={n_min})")
+                if n_min >= 3:
+                    ci = [curve[k]["ci95"] * 100 for k in ks]
+                    ax.fill_between(ks, [a - b for a, b in zip(mean, ci)], [a + b for a, b in zip(mean, ci)],
+                                    color=color[m], alpha=0.12)
+            ax.set_xscale("log", base=2)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+            if row_i == 0:
+                ax.set_title(title)
+                ax.set_ylabel("Pass@K at the end (%)")
+                ax.set_ylim(top=100)
+            else:
+                ax.axhline(0, color="k", lw=0.6)
+                ax.set_xlabel("K")
+                ax.set_ylabel("Δ Pass@K vs the family's GRPO (points)")
     fig.tight_layout()
-    fig.savefig(out / "pass_at_k.png", dpi=120)
+    fig.savefig(out / "pass_at_k.png", dpi=110)
     plt.close(fig)
     methods = [m for m in table if not m.startswith("base-")]
     fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(methods)), 4))
