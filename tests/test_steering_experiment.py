@@ -23,6 +23,7 @@ def test_mean_ci_matches_t_interval():
     assert stat["n"] == 3 and math.isclose(stat["mean"], 0.2)
     # sd = 0.1, t(2) = 4.303: half-width 4.303 * 0.1 / sqrt(3)
     assert math.isclose(stat["ci95"], 4.303 * 0.1 / math.sqrt(3), rel_tol=1e-9)
+    assert math.isclose(stat["sd"], 0.1, rel_tol=1e-9)
     assert math.isnan(aggregate.mean_ci([0.5])["ci95"]) and aggregate.mean_ci([])["n"] == 0
 
 

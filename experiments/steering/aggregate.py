@@ -32,16 +32,22 @@ def t95(df: int) -> float:
 
 
 def mean_ci(values: list[float]) -> dict[str, float]:
-    """Mean and the half-width of its 95% t-interval (nan with fewer than two values)."""
+    """Mean, sample sd and the half-width of the mean's 95% t-interval (nan with fewer than two values)."""
     vals = [v for v in values if v is not None and not math.isnan(v)]
     n = len(vals)
     if n == 0:
-        return {"mean": float("nan"), "ci95": float("nan"), "n": 0}
+        return {"mean": float("nan"), "ci95": float("nan"), "sd": float("nan"), "n": 0}
     m = sum(vals) / n
     if n < 2:
-        return {"mean": m, "ci95": float("nan"), "n": 1}
+        return {"mean": m, "ci95": float("nan"), "sd": float("nan"), "n": 1}
     sd = math.sqrt(sum((v - m) ** 2 for v in vals) / (n - 1))
-    return {"mean": m, "ci95": t95(n - 1) * sd / math.sqrt(n), "n": n}
+    return {"mean": m, "ci95": t95(n - 1) * sd / math.sqrt(n), "sd": sd, "n": n}
+
+
+def paired_diffs(runs_a: dict[int, dict], runs_b: dict[int, dict], get) -> list[float]:
+    """``get(a) - get(b)`` per seed both runs have, where both values exist (``get`` reads one record)."""
+    pairs = ((get(runs_a[k]), get(runs_b[k])) for k in runs_a if k in runs_b)
+    return [x - y for x, y in pairs if x is not None and y is not None]
 
 
 def load_run(rd: Path) -> dict | None:
@@ -119,13 +125,10 @@ def summarize(runs: dict[str, dict[int, dict]]) -> dict[str, dict]:
                 if ref_name == m:
                     continue
                 for key in DIFF_KEYS:
-                    diffs = [by_seed[k][key] - ref[k][key] for k in by_seed if k in ref
-                             and by_seed[k][key] is not None and ref[k][key] is not None]
-                    row[field][key] = mean_ci(diffs)
+                    row[field][key] = mean_ci(paired_diffs(by_seed, ref, lambda r, key=key: r[key]))
                 if field == "vs_grpo":  # the paired Pass@K curve: same seed, same problems
-                    row["curve_vs_grpo"] = {kk: mean_ci([by_seed[k]["pass_at_k"][kk] - ref[k]["pass_at_k"][kk]
-                                                         for k in by_seed if k in ref and kk in by_seed[k]["pass_at_k"]
-                                                         and kk in ref[k]["pass_at_k"]]) for kk in ks}
+                    row["curve_vs_grpo"] = {k: mean_ci(paired_diffs(by_seed, ref, lambda r, k=k: r["pass_at_k"].get(k)))
+                                            for k in ks}
         table[m] = row
     return table
 
@@ -168,8 +171,7 @@ NEAR = 0.02  # "about equal": the whole 95% interval within +-2 points
 
 def paired(runs: dict, a: str, b: str, key: str) -> dict:
     """Mean and 95% interval of ``a - b`` over the seeds both have."""
-    ra, rb = runs.get(a, {}), runs.get(b, {})
-    return mean_ci([ra[k][key] - rb[k][key] for k in ra if k in rb and ra[k][key] is not None and rb[k][key] is not None])
+    return mean_ci(paired_diffs(runs.get(a, {}), runs.get(b, {}), lambda r: r[key]))
 
 
 def verdict(stat: dict, sign: int) -> str:
@@ -217,7 +219,7 @@ def power_markdown(runs: dict) -> str:
         stat = paired(runs, a, b, key)
         if stat["n"] < 2:
             continue
-        sd = stat["ci95"] * math.sqrt(stat["n"]) / t95(stat["n"] - 1)  # mean_ci's half-width, undone
+        sd = stat["sd"]
         need = next((n for n in range(2, 10_000) if t95(n - 1) * sd / math.sqrt(n) <= TARGET), None)
         lines.append(f"| {a} − {b} | {key} | {stat['n']} | {_fmt(stat)} | {sd * 100:.1f} | "
                      f"{need if need is not None else '> 10,000'} |")

@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         table = (methods, s["seeds"])
         setup = {**s, "methods": methods, "extra_overrides": extra, "quick": True}
     else:  # the tables and settings.json always describe the whole sweep, whatever this invocation runs
-        table = (list(METHODS), FULL_SETTINGS["seeds"] + GREEDY_EXTENSION["seeds"])
+        table = (list(METHODS), sorted({*FULL_SETTINGS["seeds"], *GREEDY_EXTENSION["seeds"], *s["seeds"]}))
         setup = {**FULL_SETTINGS, "greedy_extension": GREEDY_EXTENSION, "extra_overrides": extra}
     if not a.aggregate_only:
         (out / "settings.json").write_text(json.dumps(setup, indent=2) + "\n")
